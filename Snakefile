@@ -1,0 +1,18 @@
+# meshsr: cache coarse->fine mesh interpolation once per resolution pair.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/example.smk"
+include: "rules/cache.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_pair_caches(),

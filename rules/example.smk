@@ -1,0 +1,25 @@
+# The example data set: one advection-diffusion run per resolution, meshed independently.
+
+
+rule example_data:
+    output:
+        f"{EXAMPLE_DIR}/{{res}}.npz",
+    params:
+        n_nodes=lambda wc: EXAMPLE_NODES[wc.res],
+        mesh_seed=lambda wc: 1000 + list(EXAMPLE_NODES).index(wc.res),
+        simulations=config.get("example", {}).get("simulations", 6),
+        frames=config.get("example", {}).get("frames", 48),
+        seed=config.get("example", {}).get("seed", 0),
+    wildcard_constraints:
+        res="|".join(EXAMPLE_NODES) or "(?!)",
+    log:
+        logs("example/{res}"),
+    benchmark:
+        benchmarks("example/{res}")
+    threads: 1
+    resources:
+        mem_mb=lambda wc: 1000 + EXAMPLE_NODES[wc.res] // 10,
+    conda:
+        ENV
+    script:
+        "../scripts/example_data.py"
