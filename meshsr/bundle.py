@@ -92,6 +92,8 @@ def validate_bundle(bundle: MeshBundle, path: str | Path) -> MeshBundle:
 
 
 def _load_npz(path: Path) -> MeshBundle:
+    if not zipfile.is_zipfile(path):
+        raise InputError(path, "cannot read npz: not a zip archive (truncated or not an .npz)")
     try:
         with np.load(path, allow_pickle=False) as data:
             missing = [k for k in REQUIRED_KEYS if k not in data.files]
@@ -101,7 +103,7 @@ def _load_npz(path: Path) -> MeshBundle:
     except InputError:
         raise
     except ValueError as exc:  # object arrays need pickle, which we never load
-        raise InputError(path, f"not a plain-array npz ({exc})") from None
+        raise InputError(path, "not a plain-array npz: it holds pickled objects, which meshsr never loads") from None
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise InputError(path, f"cannot read npz: {exc}") from None
     points = np.asarray(arrays["points"])

@@ -60,7 +60,7 @@ class Workflow:
 
     def planned_jobs(self, *targets: str) -> dict[str, int]:
         """Dry run; rule name -> number of jobs Snakemake would run."""
-        out = self.run("-n", "--quiet", "rules", *targets).stdout
+        out = self.run(*targets, "-n", "--quiet", "rules").stdout
         jobs: dict[str, int] = {}
         started = False
         for line in out.splitlines():
@@ -73,6 +73,7 @@ class Workflow:
 
 
 def copy_workflow(dest: Path) -> Workflow:
+    dest.mkdir(parents=True, exist_ok=True)
     for name in WORKFLOW_FILES:
         src = REPO / name
         if src.is_dir():

@@ -1,0 +1,153 @@
+"""The interpolation operator: exact on P1 fields of the source cells, never across holes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.interpolate import LinearNDInterpolator
+from scipy.spatial import Delaunay
+
+from meshsr.operator import InterpolationOperator, locate_points
+
+
+def grid_mesh_long_diagonals(n: int = 12, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Jittered grid on [0, 1]^2 whose quads are split along their *longer* diagonal: not Delaunay."""
+    rng = np.random.default_rng(seed)
+    x, y = np.meshgrid(np.linspace(0, 1, n), np.linspace(0, 1, n), indexing="ij")
+    pts = np.column_stack([x.ravel(), y.ravel()])
+    inner = (pts > 0).all(axis=1) & (pts < 1).all(axis=1)
+    pts[inner] += rng.uniform(-0.25, 0.25, (inner.sum(), 2)) / n
+    idx = np.arange(n * n).reshape(n, n)
+    cells = []
+    for i in range(n - 1):
+        for j in range(n - 1):
+            a, b, c, d = idx[i, j], idx[i + 1, j], idx[i + 1, j + 1], idx[i, j + 1]
+            if np.linalg.norm(pts[a] - pts[c]) >= np.linalg.norm(pts[b] - pts[d]):
+                cells += [[a, b, c], [a, c, d]]
+            else:
+                cells += [[a, b, d], [b, c, d]]
+    return pts, np.array(cells)
+
+
+def annulus_mesh(n_r: int = 6, n_t: int = 40, r0: float = 0.4, r1: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Structured triangulation of an annulus: a domain with a hole."""
+    r = np.linspace(r0, r1, n_r)
+    t = np.linspace(0, 2 * np.pi, n_t, endpoint=False)
+    rr, tt = np.meshgrid(r, t, indexing="ij")
+    pts = np.column_stack([(rr * np.cos(tt)).ravel(), (rr * np.sin(tt)).ravel()])
+    idx = np.arange(n_r * n_t).reshape(n_r, n_t)
+    cells = []
+    for i in range(n_r - 1):
+        for j in range(n_t):
+            a, b = idx[i, j], idx[i, (j + 1) % n_t]
+            c, d = idx[i + 1, (j + 1) % n_t], idx[i + 1, j]
+            cells += [[a, b, c], [a, c, d]]
+    return pts, np.array(cells)
+
+
+def points_in_cells(pts: np.ndarray, cells: np.ndarray, n: int, seed: int = 1):
+    """Random points inside random cells, with their exact barycentric weights."""
+    rng = np.random.default_rng(seed)
+    which = rng.integers(len(cells), size=n)
+    w = rng.dirichlet(np.ones(cells.shape[1]), size=n)
+    q = np.einsum("nk,nkd->nd", w, pts[cells[which]])
+    return q, which, w
+
+
+def p1_values(values: np.ndarray, cells: np.ndarray, which: np.ndarray, w: np.ndarray) -> np.ndarray:
+    return np.einsum("nk,nk...->n...", w, values[cells[which]])
+
+
+def test_reproduces_p1_fields_on_non_delaunay_cells():
+    pts, cells = grid_mesh_long_diagonals()
+    assert not np.array_equal(np.sort(np.sort(Delaunay(pts).simplices, 1), 0), np.sort(np.sort(cells, 1), 0))
+    q, which, w = points_in_cells(pts, cells, 2000)
+    f = np.random.default_rng(2).normal(size=(len(pts), 3))
+    op = InterpolationOperator.build(pts, cells, q)
+    expected = p1_values(f, cells, which, w)
+    np.testing.assert_allclose(op.apply(f), expected, atol=1e-12)
+    assert not op.extrapolated.any()
+    # A Delaunay-based interpolator of the same points gets these values wrong.
+    delaunay = np.column_stack([LinearNDInterpolator(pts, f[:, k])(q) for k in range(3)])
+    assert np.nanmax(np.abs(delaunay - expected)) > 1e-3
+
+
+def test_hole_is_not_bridged_and_points_in_it_are_extrapolated():
+    pts, cells = annulus_mesh()
+    q_in, which, w = points_in_cells(pts, cells, 1000)
+    rng = np.random.default_rng(3)
+    radius, angle = rng.uniform(0, 0.3, 50), rng.uniform(0, 2 * np.pi, 50)  # inside the hole r < 0.4 cos(pi/40)
+    q_hole = np.column_stack([radius * np.cos(angle), radius * np.sin(angle)])
+    f = rng.normal(size=len(pts))
+    op = InterpolationOperator.build(pts, cells, np.vstack([q_in, q_hole]))
+    out = op.apply(f[:, None])[:, 0]
+    np.testing.assert_allclose(out[:1000], p1_values(f, cells, which, w), atol=1e-12)
+    assert not op.extrapolated[:1000].any() and op.extrapolated[1000:].all()
+    nearest = np.argmin(np.linalg.norm(q_hole[:, None] - pts[None], axis=2), axis=1)
+    np.testing.assert_array_equal(out[1000:], f[nearest])
+
+
+def test_rows_sum_to_one_and_keep_cell_structure():
+    pts, cells = annulus_mesh()
+    q = np.random.default_rng(4).uniform(-1.2, 1.2, (3000, 2))
+    op = InterpolationOperator.build(pts, cells, q)
+    np.testing.assert_allclose(np.asarray(op.matrix.sum(axis=1)).ravel(), 1.0, atol=1e-12)
+    nnz = np.diff(op.matrix.indptr)
+    assert set(nnz[~op.extrapolated]) == {3} and set(nnz[op.extrapolated]) == {1}
+    assert op.extrapolated.any() and (~op.extrapolated).any()
+
+
+def test_agrees_with_linear_nd_interpolator_on_convex_delaunay_mesh():
+    rng = np.random.default_rng(5)
+    pts = rng.random((800, 2))
+    cells = Delaunay(pts).simplices
+    q = rng.uniform(-0.1, 1.1, (5000, 2))
+    f = rng.normal(size=len(pts))
+    op = InterpolationOperator.build(pts, cells, q)
+    ref = LinearNDInterpolator(pts, f)(q)
+    outside = np.isnan(ref)
+    np.testing.assert_array_equal(op.extrapolated, outside)
+    np.testing.assert_allclose(op.apply(f[:, None])[~outside, 0], ref[~outside], atol=1e-10)
+
+
+def test_outside_points_take_nearest_node():
+    pts, cells = grid_mesh_long_diagonals(6)
+    q = np.array([[1.5, 0.5], [-0.2, -0.3], [0.5, 2.0]])
+    f = np.arange(len(pts), dtype=float)
+    op = InterpolationOperator.build(pts, cells, q)
+    assert op.extrapolated.all()
+    nearest = np.argmin(np.linalg.norm(q[:, None] - pts[None], axis=2), axis=1)
+    np.testing.assert_array_equal(op.apply(f[:, None])[:, 0], f[nearest])
+
+
+def test_tetrahedra_3d():
+    rng = np.random.default_rng(6)
+    pts = rng.random((300, 3))
+    cells = Delaunay(pts).simplices
+    q, which, w = points_in_cells(pts, cells, 1000)
+    f = rng.normal(size=len(pts))
+    op = InterpolationOperator.build(pts, cells, q)
+    np.testing.assert_allclose(op.apply(f[:, None])[:, 0], p1_values(f, cells, which, w), atol=1e-12)
+    assert not op.extrapolated.any()
+
+
+def test_apply_handles_simulation_and_time_axes():
+    pts, cells = grid_mesh_long_diagonals(8)
+    q, which, w = points_in_cells(pts, cells, 200)
+    fields = np.random.default_rng(7).normal(size=(2, 3, len(pts), 4)).astype(np.float32)
+    op = InterpolationOperator.build(pts, cells, q)
+    out = op.apply(fields)
+    assert out.shape == (2, 3, 200, 4) and out.dtype == np.float32
+    for s in range(2):
+        for t in range(3):
+            np.testing.assert_allclose(out[s, t], op.matrix @ fields[s, t].astype(np.float64), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="nodes"):
+        op.apply(fields[..., :-1, :])
+
+
+def test_degenerate_cells_are_skipped():
+    pts = np.array([[0, 0], [1, 0], [0, 1], [2, 0]], dtype=float)
+    cells = np.array([[0, 1, 2], [0, 1, 3]])  # the second is flat
+    cell, lam = locate_points(pts, cells, np.array([[0.2, 0.2], [1.5, 0.0]]))
+    assert cell[0] == 0 and cell[1] == -1
+    np.testing.assert_allclose(lam[0], [0.6, 0.2, 0.2])
