@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
+import struct
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -31,7 +34,7 @@ from meshsr import __version__
 from meshsr.atomic import atomic_savez
 from meshsr.bundle import MeshBundle, check_compatible, load_bundle
 from meshsr.errors import InputError
-from meshsr.hashing import file_sha256
+from meshsr.hashing import file_sha256, memoised_sha256
 from meshsr.operator import METHOD, InterpolationOperator
 
 FORMAT_VERSION = 1
@@ -127,8 +130,8 @@ def write_pair_cache(path: str | Path, cache: PairCache) -> None:
     matrix = cache.operator.matrix
     atomic_savez(
         path,
-        coarse_interp=np.asarray(cache.coarse_interp, dtype=np.float32),
-        fine_features=np.asarray(cache.fine_features, dtype=np.float32),
+        coarse_interp=np.ascontiguousarray(cache.coarse_interp, dtype=np.float32),
+        fine_features=np.ascontiguousarray(cache.fine_features, dtype=np.float32),
         op_indptr=matrix.indptr.astype(np.int64),
         op_indices=matrix.indices.astype(np.int64),
         op_data=matrix.data.astype(np.float64),
@@ -143,48 +146,230 @@ def _check(cond: bool, path: Path, problem: str) -> None:
         raise CacheError(path, f"corrupt pair cache: {problem}")
 
 
-def read_pair_cache(path: str | Path) -> PairCache:
-    """Read and validate a pair cache; raise :class:`CacheError` for anything malformed."""
-    path = Path(path)
-    if not path.is_file():
-        raise CacheError(path, "pair cache does not exist")
+def _with_rebuild_hint(exc: CacheError, path: Path) -> CacheError:
+    return CacheError(path, f"{exc.problem}; rebuild it with: {rebuild_command(path)}")
+
+
+# What a damaged or foreign file can raise while zipfile/numpy parse it.
+_READ_ERRORS = (ValueError, OSError, EOFError, KeyError, NotImplementedError, RuntimeError)
+_READ_ERRORS += (zipfile.BadZipFile, struct.error, zlib.error)
+BIG_KEYS = ("coarse_interp", "fine_features")
+STREAM_CHUNK = 1 << 24
+
+
+@dataclass(frozen=True)
+class _Header:
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+@dataclass
+class CacheSummary:
+    """What :func:`inspect_pair_cache` learns from a valid cache without loading its fields."""
+
+    meta: dict[str, Any]
+    shape: tuple[int, int, int, int]  # (S, T, N_dst, F)
+    operator_shape: tuple[int, int]  # (N_dst, N_src)
+    n_extrapolated: int
+
+
+def _read_header(fh: IO[bytes], path: Path, key: str, member_size: int) -> _Header:
+    """Parse one ``.npy`` header; refuse object dtypes and sizes that disagree with the member."""
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+    elif version in ((2, 0), (3, 0)):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+    else:
+        raise CacheError(path, f"corrupt pair cache: array {key!r} has unsupported npy version {version}")
+    _check(not dtype.hasobject, path, f"array {key!r} holds Python objects (pickled data); it is never loaded")
+    expected = fh.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    problem = f"array {key!r} has {member_size} bytes, its header says {expected} (truncated or altered)"
+    _check(member_size == expected, path, problem)
+    return _Header(tuple(int(n) for n in shape), dtype)
+
+
+def _headers(zf: zipfile.ZipFile, path: Path) -> dict[str, _Header]:
+    """Headers of every contract array, checked before any array data is read."""
+    names = set(zf.namelist())
+    missing = [k for k in ARRAY_KEYS if f"{k}.npy" not in names]
+    _check(not missing, path, f"missing arrays {missing}")
+    headers = {}
+    for key in ARRAY_KEYS:
+        info = zf.getinfo(f"{key}.npy")
+        with zf.open(info) as fh:
+            headers[key] = _read_header(fh, path, key, info.file_size)
+    return headers
+
+
+def _check_layout(
+    path: Path, meta_text: str, headers: dict[str, _Header], small: dict[str, np.ndarray]
+) -> dict[str, Any]:
+    """Structural checks shared by the full reader and the streaming inspector; returns ``meta``."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [k for k in ARRAY_KEYS if k not in data.files]
-            _check(not missing, path, f"missing arrays {missing}")
-            arrays = {k: data[k] for k in ARRAY_KEYS}
-    except CacheError:
-        raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise CacheError(path, f"corrupt pair cache: cannot read it as a plain-array npz ({exc})") from None
-    try:
-        meta = json.loads(str(arrays["meta"]))
+        meta = json.loads(meta_text)
     except ValueError:
         meta = None
     _check(isinstance(meta, dict), path, "'meta' is not a JSON object")
-    _check(meta.get("format_version") == FORMAT_VERSION, path, f"format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
-    ci, ff = arrays["coarse_interp"], arrays["fine_features"]
+    version = meta.get("format_version")
+    _check(version == FORMAT_VERSION, path, f"format_version {version!r}, expected {FORMAT_VERSION}")
+    ci, ff = headers["coarse_interp"], headers["fine_features"]
     _check(ci.dtype == np.float32 and ff.dtype == np.float32, path, "field arrays must be float32")
-    _check(ci.ndim == 4 and ci.shape == ff.shape, path, f"field shapes {ci.shape} and {ff.shape} differ")
-    shape = tuple(int(x) for x in arrays["op_shape"])
-    _check(len(shape) == 2 and shape[0] == ci.shape[2], path, f"operator shape {shape} does not match {ci.shape[2]} target nodes")
-    indptr, indices, weights = arrays["op_indptr"], arrays["op_indices"], arrays["op_data"]
-    _check(indptr.ndim == 1 and len(indptr) == shape[0] + 1, path, "op_indptr has the wrong length")
+    _check(len(ci.shape) == 4 and ci.shape == ff.shape, path, f"field shapes {ci.shape} and {ff.shape} differ")
+    op_shape = small["op_shape"]
+    _check(op_shape.shape == (2,) and np.issubdtype(op_shape.dtype, np.integer), path, "op_shape must be 2 integers")
+    shape = (int(op_shape[0]), int(op_shape[1]))
+    problem = f"operator shape {shape} does not match {ci.shape[2]} target nodes"
+    _check(shape[0] == ci.shape[2] and shape[1] > 0, path, problem)
+    indptr, indices, weights = small["op_indptr"], small["op_indices"], small["op_data"]
+    integer = all(np.issubdtype(a.dtype, np.integer) for a in (indptr, indices))
+    _check(integer, path, "operator indices must be integers")
+    _check(np.issubdtype(weights.dtype, np.floating), path, "operator weights must be floating point")
+    _check(indptr.ndim == 1 and len(indptr) == shape[0] + 1 and indptr[0] == 0, path, "op_indptr has the wrong length")
+    _check(indices.ndim == weights.ndim == 1, path, "operator indices/data must be 1-D")
     _check(len(indices) == len(weights) == indptr[-1], path, "operator index/data lengths disagree")
     _check(bool(np.all(np.diff(indptr) >= 0)), path, "op_indptr is not monotone")
-    _check(len(indices) == 0 or (indices.min() >= 0 and indices.max() < shape[1]), path, "operator indices out of range")
-    _check(bool(np.isfinite(ci).all() and np.isfinite(ff).all()), path, "NaN/Inf in field arrays")
-    extrapolated = arrays["extrapolated"]
+    in_range = len(indices) == 0 or (indices.min() >= 0 and indices.max() < shape[1])
+    _check(in_range, path, "operator indices out of range")
+    _check(bool(np.isfinite(weights).all()), path, "NaN/Inf in operator weights")
+    extrapolated = small["extrapolated"]
     _check(extrapolated.dtype == bool and extrapolated.shape == (shape[0],), path, "'extrapolated' has the wrong shape")
-    matrix = sp.csr_matrix((weights, indices, indptr), shape=shape)
-    return PairCache(ci, ff, InterpolationOperator(matrix=matrix, extrapolated=extrapolated), meta)
+    return meta
 
 
-def check_fresh(cache: PairCache, path: str | Path, src_path: str | Path, dst_path: str | Path, rebuild: str) -> None:
-    """Refuse a cache whose recorded input digests differ from the current input files."""
+def _meta_text(meta: np.ndarray, path: Path) -> str:
+    _check(meta.ndim == 0 and meta.dtype.kind == "U", path, "'meta' must be a 0-d string")
+    return str(meta)
+
+
+def read_pair_cache(path: str | Path) -> PairCache:
+    """Read and validate a pair cache; raise :class:`CacheError` for anything malformed.
+
+    Headers are checked first (object arrays, sizes), so a hostile or truncated file is
+    refused before numpy allocates or unpickles anything.  The error names the file, the
+    problem and the command that rebuilds it.
+    """
+    try:
+        return _read_pair_cache(Path(path))
+    except CacheError as exc:
+        raise _with_rebuild_hint(exc, Path(path)) from None
+
+
+def _read_pair_cache(path: Path) -> PairCache:
+    if not path.is_file():
+        raise CacheError(path, "pair cache does not exist")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            headers = _headers(zf, path)
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in ARRAY_KEYS}
+    except CacheError:
+        raise
+    except _READ_ERRORS as exc:
+        raise CacheError(path, f"corrupt pair cache: cannot read it as a plain-array npz ({exc})") from None
+    meta = _check_layout(path, _meta_text(arrays["meta"], path), headers, arrays)
+    ci, ff = arrays["coarse_interp"], arrays["fine_features"]
+    _check(bool(np.isfinite(ci).all() and np.isfinite(ff).all()), path, "NaN/Inf in field arrays")
+    shape = tuple(int(x) for x in arrays["op_shape"])
+    matrix = sp.csr_matrix((arrays["op_data"], arrays["op_indices"], arrays["op_indptr"]), shape=shape)
+    return PairCache(ci, ff, InterpolationOperator(matrix=matrix, extrapolated=arrays["extrapolated"]), meta)
+
+
+def _stream_finite(zf: zipfile.ZipFile, path: Path, key: str) -> None:
+    """Read one field array in chunks: every value finite, and the zip CRC checked at the end."""
+    info = zf.getinfo(f"{key}.npy")
+    with zf.open(info) as fh:
+        header = _read_header(fh, path, key, info.file_size)
+        step = max(1, STREAM_CHUNK // header.dtype.itemsize) * header.dtype.itemsize
+        while chunk := fh.read(step):
+            _check(len(chunk) % header.dtype.itemsize == 0, path, f"array {key!r} is truncated")
+            _check(bool(np.isfinite(np.frombuffer(chunk, dtype=header.dtype)).all()), path, f"NaN/Inf in {key!r}")
+
+
+def inspect_pair_cache(path: str | Path) -> CacheSummary:
+    """Validate a pair cache as thoroughly as :func:`read_pair_cache`, in bounded memory.
+
+    The field arrays are streamed (finiteness, zip CRC) instead of loaded, so listing a
+    cache directory of multi-GB files stays cheap in memory.
+    """
+    try:
+        return _inspect_pair_cache(Path(path))
+    except CacheError as exc:
+        raise _with_rebuild_hint(exc, Path(path)) from None
+
+
+def _inspect_pair_cache(path: Path) -> CacheSummary:
+    if not path.is_file():
+        raise CacheError(path, "pair cache does not exist")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            headers = _headers(zf, path)
+            small = {}
+            for key in ARRAY_KEYS:
+                if key not in BIG_KEYS:
+                    with zf.open(f"{key}.npy") as fh:
+                        small[key] = np.lib.format.read_array(fh, allow_pickle=False)
+            meta = _check_layout(path, _meta_text(small["meta"], path), headers, small)
+            for key in BIG_KEYS:
+                _stream_finite(zf, path, key)
+    except CacheError:
+        raise
+    except _READ_ERRORS as exc:
+        raise CacheError(path, f"corrupt pair cache: cannot read it as a plain-array npz ({exc})") from None
+    s, t, n, f = headers["coarse_interp"].shape
+    op_shape = (int(small["op_shape"][0]), int(small["op_shape"][1]))
+    n_extrapolated = int(small["extrapolated"].sum())
+    return CacheSummary(meta=meta, shape=(s, t, n, f), operator_shape=op_shape, n_extrapolated=n_extrapolated)
+
+
+DEFAULT_CACHE_DIR = "results/cache"
+
+
+def rebuild_command(path: str | Path, cache_dir: str | Path | None = None) -> str:
+    """The command that rebuilds the cache at ``path``, whatever Snakemake's records say.
+
+    ``--force`` reruns the job even when Snakemake has no reason to (a cache written by
+    another working directory sharing the cache dir, or records lost with ``.snakemake``).
+    """
+    path = Path(path)
+    cache_dir = Path(cache_dir) if cache_dir is not None else path.parent
+    is_default = os.path.normpath(cache_dir) == os.path.normpath(DEFAULT_CACHE_DIR)
+    config = "" if is_default else f" --config cache_dir={cache_dir}"
+    return f"snakemake --cores 1 --force{config} {path}"
+
+
+def _current_digest(path: str | Path, memo: str | Path | None) -> str | None:
+    try:
+        return memoised_sha256(path, memo) if memo is not None else file_sha256(path)
+    except FileNotFoundError:
+        return None
+
+
+def check_fresh(
+    cache: PairCache | CacheSummary,
+    path: str | Path,
+    src_path: str | Path,
+    dst_path: str | Path,
+    rebuild: str | None = None,
+    *,
+    memo: str | Path | None = None,
+) -> None:
+    """Refuse a cache whose recorded input digests differ from the current input files.
+
+    ``rebuild`` is the command quoted in the refusal (default :func:`rebuild_command`);
+    ``memo`` reuses the workflow's digest memo instead of rehashing unchanged inputs.
+    """
+    rebuild = rebuild or rebuild_command(path)
     pair = f"{cache.meta.get('source')}_{cache.meta.get('target')}"
     for role, current in (("source", src_path), ("target", dst_path)):
-        if cache.meta.get(f"{role}_sha256") != file_sha256(current):
+        digest = _current_digest(current, memo)
+        if digest is None:
+            raise StaleCacheError(
+                path,
+                f"cannot verify cache for pair {pair}: {role} input {current} does not exist; "
+                f"rebuild it with: {rebuild}",
+            )
+        if cache.meta.get(f"{role}_sha256") != digest:
             raise StaleCacheError(
                 path,
                 f"stale cache for pair {pair}: {role} input {current} changed since the cache was built; "

@@ -1,25 +1,46 @@
-# One interpolation cache per ordered resolution pair.
+# One interpolation cache per ordered resolution pair, plus the cache management targets:
+#   snakemake --cores 8 caches       build every pair cache and nothing else
+#   snakemake --cores 1 cache_info   table of the cache files, also written to {cache_dir}/info.tsv
+# (docs/caching.md: why it works this way, clearing the caches, troubleshooting.)
 #
-# Inputs are ancient(): a touched file never triggers a rebuild. Their content digests
-# are params instead (memoised by stat, so unchanged files are not rehashed), and
-# Snakemake reruns a job whose params changed: a content change rebuilds exactly the
-# pairs that contain that resolution, whatever the file's mtime says.
+# Invalidation. A user's mesh input is ancient(): its mtime never triggers a rebuild, so
+# a `touch` plans nothing, whatever the file size (Snakemake's own checksums stop at 1 MB).
+# Instead the inputs' sha256 digests are the job's params, memoised by stat in HASH_MEMO
+# so that an unchanged input is never rehashed, and Snakemake's params trigger reruns
+# exactly the pairs whose input content changed, whatever the mtimes say (`cp -p`).
+# The generated example data are workflow outputs and stay plain (not ancient) inputs:
+# Snakemake skips the jobs below an ancient input when the job above it reruns, which
+# would leave the caches of a regenerated example stale for one run.
 from meshsr.hashing import memoised_sha256
 
 HASH_MEMO = ".snakemake/meshsr/sha256-memo.json"
 
 
-def input_digest(res):
+def input_fingerprint(res):
+    """'<path> sha256:<digest>' of one resolution's input; placeholder while not generated yet.
+
+    Snakemake re-evaluates params right before a job runs, so the recorded value is
+    always the digest of the file the job read.
+    """
     path = mesh_input(res)
-    return memoised_sha256(path, HASH_MEMO) if os.path.exists(path) else "not-yet-built"
+    digest = memoised_sha256(path, HASH_MEMO) if os.path.exists(path) else "not-yet-built"
+    return f"{path} sha256:{digest}"
+
+
+def pair_fingerprint(wildcards):
+    # One value with the roles: Snakemake compares params as a set of values, so two
+    # separate params would miss a swap of the source and destination inputs.
+    return f"source {input_fingerprint(wildcards.src)}; destination {input_fingerprint(wildcards.dst)}"
+
+
+def cache_input(res):
+    path = mesh_input(res)
+    return path if is_example(path) else ancient(path)
 
 
 def cache_inputs(wildcards):
     check_pair(wildcards.src, wildcards.dst)
-    return {
-        "src": ancient(mesh_input(wildcards.src)),
-        "dst": ancient(mesh_input(wildcards.dst)),
-    }
+    return {"src": cache_input(wildcards.src), "dst": cache_input(wildcards.dst)}
 
 
 rule pair_cache:
@@ -28,8 +49,7 @@ rule pair_cache:
     output:
         pair_cache("{src}", "{dst}"),
     params:
-        src_sha256=lambda wc: input_digest(wc.src),
-        dst_sha256=lambda wc: input_digest(wc.dst),
+        inputs=pair_fingerprint,
     log:
         logs("cache/{src}_{dst}"),
     benchmark:
@@ -41,3 +61,34 @@ rule pair_cache:
         ENV
     script:
         "../scripts/pair_cache.py"
+
+
+# Precompute: every pair cache and nothing else. Clear only the caches with
+#   snakemake --cores 1 --delete-all-output --allowed-rules pair_cache caches
+localrules:
+    caches,
+
+
+rule caches:
+    input:
+        all_pair_caches(),
+
+
+# No input and no output: Snakemake runs it every time it is asked for, and it never
+# triggers a build. It reads each file with allow_pickle=False and checks the recorded
+# input digests against the current inputs (memoised, so large inputs are not rehashed).
+rule cache_info:
+    params:
+        cache_dir=CACHE_DIR,
+        info=f"{CACHE_DIR}/info.tsv",
+        pairs={f"{s}_{d}": [mesh_input(s), mesh_input(d)] for s, d in ordered_pairs()},
+        memo=HASH_MEMO,
+    log:
+        logs("cache/info"),
+    threads: 1
+    resources:
+        mem_mb=1000,
+    conda:
+        ENV
+    script:
+        "../scripts/cache_info.py"

@@ -1,0 +1,220 @@
+"""Pair cache files: round trip, validation of damaged or hostile files, freshness."""
+
+from __future__ import annotations
+
+import io
+import json
+import multiprocessing
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cache_helpers import change_content, pickled_object_npz, random_bytes, trap_fires, truncate, write_bundle
+from meshsr.cache import (
+    CacheError,
+    StaleCacheError,
+    check_fresh,
+    inspect_pair_cache,
+    make_pair_cache,
+    read_pair_cache,
+    rebuild_command,
+    write_pair_cache,
+)
+
+READERS = [read_pair_cache, inspect_pair_cache]
+
+
+def _write_repeatedly(src: str, dst: str, out: str, times: int) -> None:
+    cache = make_pair_cache(src, dst, "a", "b")
+    for _ in range(times):
+        write_pair_cache(out, cache)
+
+
+@pytest.fixture
+def pair(tmp_path) -> dict[str, Path]:
+    """Two small bundles and a valid cache of the pair built from them."""
+    src = write_bundle(tmp_path / "in" / "a.npz", 8, n_sim=2, n_frames=3, n_fields=2)
+    dst = write_bundle(tmp_path / "in" / "b.npz", 13, n_sim=2, n_frames=3, n_fields=2, seed=1)
+    cache = tmp_path / "cache" / "a_b.npz"
+    write_pair_cache(cache, make_pair_cache(src, dst, "a", "b"))
+    return {"src": src, "dst": dst, "cache": cache}
+
+
+def rewrite(path: Path, **changes) -> None:
+    """Rewrite a cache with some arrays replaced (keeps it a plain npz)."""
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays.update(changes)
+    for key in [k for k, v in changes.items() if v is None]:
+        del arrays[key]
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def test_round_trip_and_inspect_agree(pair):
+    cache = read_pair_cache(pair["cache"])
+    summary = inspect_pair_cache(pair["cache"])
+    assert cache.coarse_interp.dtype == np.float32 and cache.coarse_interp.shape == (2, 3, 169, 2)
+    assert summary.shape == cache.coarse_interp.shape
+    assert summary.operator_shape == cache.operator.matrix.shape == (169, 64)
+    assert summary.n_extrapolated == int(cache.extrapolated.sum())
+    assert summary.meta == cache.meta
+    assert (cache.meta["source"], cache.meta["target"]) == ("a", "b")
+
+
+def test_write_leaves_no_temporary_file(pair):
+    assert [p.name for p in pair["cache"].parent.iterdir()] == ["a_b.npz"]
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_missing_file_is_refused(reader, tmp_path):
+    with pytest.raises(CacheError, match="does not exist"):
+        reader(tmp_path / "a_b.npz")
+
+
+@pytest.mark.parametrize("reader", READERS)
+@pytest.mark.parametrize("damage", [truncate, random_bytes], ids=["truncated", "random-bytes"])
+def test_unreadable_file_is_corrupt_with_rebuild_command(reader, damage, pair):
+    damage(pair["cache"])
+    with pytest.raises(CacheError) as info:
+        reader(pair["cache"])
+    message = str(info.value)
+    assert str(pair["cache"]) in message and "corrupt pair cache" in message
+    assert f"--force --config cache_dir={pair['cache'].parent} {pair['cache']}" in message
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_pickled_object_array_is_refused_without_running_it(reader, pair, tmp_path):
+    assert trap_fires(tmp_path), "the trap must be live for this test to mean anything"
+    marker = tmp_path / "executed"
+    hostile = pair["cache"].with_name("x_y.npz")
+    pickled_object_npz(hostile, marker, template=pair["cache"])
+    with pytest.raises(CacheError, match="holds Python objects"):
+        reader(hostile)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_flipped_data_byte_fails_the_crc(reader, pair):
+    with zipfile.ZipFile(pair["cache"]) as zf:
+        info = zf.getinfo("fine_features.npy")
+    data = bytearray(pair["cache"].read_bytes())
+    data[info.header_offset + 30 + len(info.filename) + len(info.extra) + info.file_size // 2] ^= 0x10
+    pair["cache"].write_bytes(bytes(data))
+    with pytest.raises(CacheError, match="CRC"):
+        reader(pair["cache"])
+
+
+@pytest.mark.parametrize("reader", READERS)
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"extrapolated": None}, "missing arrays"),
+        ({"coarse_interp": np.zeros((2, 3, 169, 2))}, "float32"),
+        ({"fine_features": np.zeros((2, 3, 5, 2), np.float32)}, "field shapes"),
+        ({"coarse_interp": np.full((2, 3, 169, 2), np.nan, np.float32)}, "NaN/Inf"),
+        ({"op_indices": np.full(169 * 3, 64)}, "out of range"),
+        ({"op_shape": np.array([168, 64])}, "operator shape"),
+        ({"meta": np.array("not json")}, "JSON"),
+        ({"meta": np.array(json.dumps({"format_version": 99}))}, "format_version"),
+        ({"extrapolated": np.zeros(3, bool)}, "'extrapolated'"),
+    ],
+    ids=["missing-key", "float64", "shape", "nan", "index", "op-shape", "meta-json", "meta-version", "extrapolated"],
+)
+def test_malformed_layout_is_corrupt(reader, change, problem, pair):
+    rewrite(pair["cache"], **change)
+    with pytest.raises(CacheError, match=problem):
+        reader(pair["cache"])
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_header_disagreeing_with_member_size_is_refused(reader, pair):
+    """A header that claims more data than the member holds is refused before any allocation."""
+    with zipfile.ZipFile(pair["cache"]) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    lying = io.BytesIO()
+    np.lib.format.write_array_header_1_0(lying, {"descr": "<f4", "fortran_order": False, "shape": (10**6, 10**6)})
+    members["op_data.npy"] = lying.getvalue() + b"\0" * 64  # a valid zip member (CRC fine), a lying header
+    with zipfile.ZipFile(pair["cache"], "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    with pytest.raises(CacheError, match="header says"):
+        reader(pair["cache"])
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_fortran_ordered_fields_are_valid(reader, pair):
+    expected = read_pair_cache(pair["cache"]).coarse_interp
+    rewrite(pair["cache"], coarse_interp=np.asfortranarray(expected))
+    assert reader(pair["cache"]).meta["source"] == "a"
+    np.testing.assert_array_equal(read_pair_cache(pair["cache"]).coarse_interp, expected)
+
+
+def test_fresh_cache_passes(pair):
+    cache = read_pair_cache(pair["cache"])
+    check_fresh(cache, pair["cache"], pair["src"], pair["dst"])
+    memo = pair["cache"].parent / "m.json"
+    check_fresh(inspect_pair_cache(pair["cache"]), pair["cache"], pair["src"], pair["dst"], memo=memo)
+
+
+@pytest.mark.parametrize("role", ["src", "dst"])
+def test_changed_input_is_refused_naming_pair_and_command(role, pair):
+    cache = read_pair_cache(pair["cache"])
+    change_content(pair[role])
+    with pytest.raises(StaleCacheError) as info:
+        check_fresh(cache, pair["cache"], pair["src"], pair["dst"], rebuild="REBUILD-CMD")
+    message = str(info.value)
+    assert "stale cache for pair a_b" in message and str(pair[role]) in message
+    assert message.endswith("rebuild it with: REBUILD-CMD")
+
+
+def test_swapped_inputs_are_refused(pair):
+    cache = read_pair_cache(pair["cache"])
+    with pytest.raises(StaleCacheError, match="source input"):
+        check_fresh(cache, pair["cache"], pair["dst"], pair["src"])
+
+
+def test_missing_input_is_refused(pair):
+    cache = read_pair_cache(pair["cache"])
+    pair["src"].unlink()
+    with pytest.raises(StaleCacheError, match="does not exist"):
+        check_fresh(cache, pair["cache"], pair["src"], pair["dst"])
+
+
+def test_default_refusal_quotes_the_rebuild_command(pair):
+    cache = read_pair_cache(pair["cache"])
+    change_content(pair["src"])
+    with pytest.raises(StaleCacheError, match="rebuild it with: snakemake --cores 1 --force"):
+        check_fresh(cache, pair["cache"], pair["src"], pair["dst"])
+
+
+def test_rebuild_command():
+    assert rebuild_command("results/cache/a_b.npz") == "snakemake --cores 1 --force results/cache/a_b.npz"
+    expected = "snakemake --cores 1 --force --config cache_dir=/big/disk /big/disk/a_b.npz"
+    assert rebuild_command("/big/disk/a_b.npz") == expected
+
+
+def test_concurrent_writers_never_leave_a_torn_file(pair, tmp_path):
+    """Two processes rewrite the same cache (different contents) while this one reads it."""
+    other_src = write_bundle(tmp_path / "in" / "a2.npz", 8, n_sim=2, n_frames=3, n_fields=2, seed=7)
+    versions = {
+        read_pair_cache(pair["cache"]).meta["source_sha256"],
+        make_pair_cache(other_src, pair["dst"], "a", "b").meta["source_sha256"],
+    }
+    ctx = multiprocessing.get_context("spawn")
+    writers = [
+        ctx.Process(target=_write_repeatedly, args=(str(src), str(pair["dst"]), str(pair["cache"]), 40))
+        for src in (pair["src"], other_src)
+    ]
+    for w in writers:
+        w.start()
+    seen = set()
+    while any(w.is_alive() for w in writers):
+        seen.add(read_pair_cache(pair["cache"]).meta["source_sha256"])  # raises on a torn file
+    for w in writers:
+        w.join()
+    assert [w.exitcode for w in writers] == [0, 0]
+    assert seen <= versions and read_pair_cache(pair["cache"]).meta["source_sha256"] in versions
+    assert [p.name for p in pair["cache"].parent.iterdir()] == ["a_b.npz"]
