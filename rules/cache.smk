@@ -11,38 +11,6 @@
 # The generated example data are workflow outputs and stay plain (not ancient) inputs:
 # Snakemake skips the jobs below an ancient input when the job above it reruns, which
 # would leave the caches of a regenerated example stale for one run.
-from meshsr.hashing import memoised_sha256
-
-HASH_MEMO = ".snakemake/meshsr/sha256-memo.json"
-
-
-def input_fingerprint(res):
-    """'<path> sha256:<digest>' of one resolution's input; placeholder while not generated yet.
-
-    Snakemake re-evaluates params right before a job runs, so the recorded value is
-    always the digest of the file the job read.
-    """
-    path = mesh_input(res)
-    digest = memoised_sha256(path, HASH_MEMO) if os.path.exists(path) else "not-yet-built"
-    return f"{path} sha256:{digest}"
-
-
-def pair_fingerprint(wildcards):
-    # One value with the roles: Snakemake compares params as a set of values, so two
-    # separate params would miss a swap of the source and destination inputs.
-    return f"source {input_fingerprint(wildcards.src)}; destination {input_fingerprint(wildcards.dst)}"
-
-
-def cache_input(res):
-    path = mesh_input(res)
-    return path if is_example(path) else ancient(path)
-
-
-def cache_inputs(wildcards):
-    check_pair(wildcards.src, wildcards.dst)
-    return {"src": cache_input(wildcards.src), "dst": cache_input(wildcards.dst)}
-
-
 rule pair_cache:
     input:
         unpack(cache_inputs),
