@@ -10,9 +10,13 @@ configfile: "config/config.yaml"
 include: "rules/common.smk"
 include: "rules/example.smk"
 include: "rules/cache.smk"
+include: "rules/train.smk"
+include: "rules/evaluate.smk"
 
 
 rule all:
     default_target: True
     input:
-        all_pair_caches(),
+        all_pair_caches() if USE_CACHE else [],
+        all_models(),
+        all_evaluations(),

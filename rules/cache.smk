@@ -32,7 +32,7 @@ rule pair_cache:
 
 
 # Precompute: every pair cache and nothing else. Clear only the caches with
-#   snakemake --cores 1 --delete-all-output --allowed-rules pair_cache caches
+#   snakemake --cores 1 caches --delete-all-output --allowed-rules pair_cache
 localrules:
     caches,
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOW_FILES = ("Snakefile", "rules", "scripts", "config", "meshsr", "environment.yml", "profiles")
+WORKFLOW_FILES = ("Snakefile", "rules", "scripts", "config", "meshsr", "report", "environment.yml", "profiles")
 
 TINY_EXAMPLE = {
     "nodes": {"coarse": 260, "medium": 500, "fine": 900},

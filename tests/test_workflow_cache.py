@@ -36,7 +36,7 @@ PAIRS_OF = {
     "medium": {"coarse_medium", "medium_fine"},
     "fine": {"coarse_fine", "medium_fine"},
 }
-CLEAR_CACHES = ("--delete-all-output", "--allowed-rules", "pair_cache", "caches")
+CLEAR_CACHES = ("caches", "--delete-all-output", "--allowed-rules", "pair_cache")
 
 
 def use_user_inputs(wf: Workflow, sides: dict[str, int], **kwargs) -> dict[str, Path]:

@@ -1,0 +1,128 @@
+"""The residual networks: per-node MLP, or message passing over the destination mesh.
+
+Both map standardised node features :math:`z` to a standardised residual :math:`r`,
+and the prediction is
+
+.. math::  \\hat u(x) = I u(x) + \\mu_r + \\sigma_r \\odot r(z),
+
+with :math:`\\mu_r, \\sigma_r` the training split's residual mean and standard deviation.
+
+* ``mlp``: :math:`r = \\mathrm{MLP}(z)` node by node.
+* ``gnn``: an encoder MLP, then ``message_passing`` residual blocks
+  :math:`h \\leftarrow h + \\mathrm{MLP}([h, \\bar A h])` with the row-normalised
+  adjacency :math:`\\bar A` of the destination mesh's edges (mean over neighbours), then a
+  linear decoder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+KINDS = ("mlp", "gnn")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Plain-data architecture description, stored with the weights."""
+
+    kind: str
+    n_inputs: int
+    n_outputs: int
+    hidden: int = 64
+    layers: int = 3
+    message_passing: int = 2
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"model kind must be one of {KINDS}, got {self.kind!r}")
+        if min(self.n_inputs, self.n_outputs, self.hidden, self.layers) < 1 or self.message_passing < 0:
+            raise ValueError(f"invalid model sizes: {self}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def mlp(n_in: int, hidden: int, n_out: int, layers: int) -> nn.Sequential:
+    """``layers`` hidden layers of width ``hidden`` with SiLU, then a linear output."""
+    modules: list[nn.Module] = []
+    width = n_in
+    for _ in range(layers):
+        modules += [nn.Linear(width, hidden), nn.SiLU()]
+        width = hidden
+    modules.append(nn.Linear(width, n_out))
+    return nn.Sequential(*modules)
+
+
+class ResidualMLP(nn.Module):
+    """Node-wise residual: (..., K) -> (..., F)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.net = mlp(config.n_inputs, config.hidden, config.n_outputs, config.layers)
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, x: torch.Tensor, graph: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(x)
+
+
+class MeshGNN(nn.Module):
+    """Message passing over the destination mesh: (B, N, K) frames -> (B, N, F)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        h = config.hidden
+        self.encoder = mlp(config.n_inputs, h, h, max(config.layers - 1, 1))
+        self.blocks = nn.ModuleList(mlp(2 * h, h, h, 1) for _ in range(config.message_passing))
+        self.decoder = nn.Linear(h, config.n_outputs)
+        nn.init.zeros_(self.decoder.weight)
+        nn.init.zeros_(self.decoder.bias)
+
+    def forward(self, x: torch.Tensor, graph: torch.Tensor | None = None) -> torch.Tensor:
+        if graph is None:
+            raise ValueError("MeshGNN needs the mesh graph (mean-aggregation matrix)")
+        b, n, _ = x.shape
+        h = self.encoder(x)
+        for block in self.blocks:
+            width = h.shape[-1]
+            flat = h.permute(1, 0, 2).reshape(n, b * width)
+            agg = torch.sparse.mm(graph, flat).reshape(n, b, width).permute(1, 0, 2)
+            h = h + block(torch.cat([h, agg], dim=-1))
+        return self.decoder(h)
+
+
+def build_model(config: ModelConfig) -> nn.Module:
+    return ResidualMLP(config) if config.kind == "mlp" else MeshGNN(config)
+
+
+def mesh_edges(cells: np.ndarray, n_nodes: int) -> np.ndarray:
+    """Unique undirected edges (E, 2), i < j, of a simplicial mesh."""
+    cells = np.asarray(cells, dtype=np.int64)
+    k = cells.shape[1]
+    pairs = np.concatenate([cells[:, [i, j]] for i in range(k) for j in range(i + 1, k)])
+    pairs = np.sort(pairs, axis=1)
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    keys = np.unique(pairs[:, 0] * n_nodes + pairs[:, 1])
+    return np.column_stack([keys // n_nodes, keys % n_nodes])
+
+
+def mean_adjacency(cells: np.ndarray, n_nodes: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Row-normalised adjacency :math:`\\bar A` (sparse COO, float32) of the mesh graph."""
+    edges = mesh_edges(cells, n_nodes)
+    rows = np.concatenate([edges[:, 0], edges[:, 1]])
+    cols = np.concatenate([edges[:, 1], edges[:, 0]])
+    order = np.lexsort((cols, rows))
+    rows, cols = rows[order], cols[order]
+    degree = np.bincount(rows, minlength=n_nodes).astype(np.float64)
+    values = 1.0 / np.maximum(degree[rows], 1.0)
+    return torch.sparse_coo_tensor(
+        torch.as_tensor(np.stack([rows, cols])),
+        torch.as_tensor(values, dtype=torch.float32),
+        size=(n_nodes, n_nodes),
+        is_coalesced=True,
+        check_invariants=True,
+    ).to(device)

@@ -1,0 +1,93 @@
+"""What training and evaluation read for one resolution pair: the cache plus both meshes.
+
+The pair cache holds the interpolated and the destination fields and the operator; the
+features also need the source fields at the source nodes, the source cells (for
+recovered derivatives) and the destination nodes and cells, which come from the two
+mesh bundles.  With ``use_cache`` the cache file is read, checked against the current
+bundles (digests, names, sizes) and trusted only then; without it the same arrays are
+built in memory by :func:`meshsr.cache.make_pair_cache` and nothing touches the cache
+directory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from meshsr.bundle import MeshBundle, load_bundle
+from meshsr.cache import PairCache, check_fresh, make_pair_cache, read_pair_cache
+from meshsr.errors import InputError
+
+
+@dataclass
+class PairData:
+    """One pair's cache and the two meshes it was built from."""
+
+    source: str
+    target: str
+    cache: PairCache
+    src: MeshBundle
+    dst: MeshBundle
+
+    @property
+    def field_names(self) -> list[str]:
+        names = self.cache.meta.get("field_names")
+        n_fields = self.cache.fine_features.shape[3]
+        if isinstance(names, list) and len(names) == n_fields:
+            return [str(x) for x in names]
+        return [f"field{i}" for i in range(n_fields)]
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """(S, T, N_dst, F)."""
+        return tuple(self.cache.fine_features.shape)  # type: ignore[return-value]
+
+
+def check_cache_matches(cache: PairCache, path: str | Path, source: str, target: str, src: MeshBundle, dst: MeshBundle) -> None:
+    """Refuse a (fresh) cache that belongs to another configuration: names, S/T/F or node counts."""
+    meta = cache.meta
+    if (meta.get("source"), meta.get("target")) != (source, target):
+        raise InputError(
+            path,
+            f"pair cache was built for {meta.get('source')} -> {meta.get('target')}, "
+            f"but this job trains {source} -> {target}",
+        )
+    s, t, n, f = cache.fine_features.shape
+    expected = {"n_simulations": src.n_simulations, "n_frames": src.n_frames, "n_fields": src.n_fields}
+    recorded = {k: meta.get(k) for k in expected}
+    actual = {"n_simulations": s, "n_frames": t, "n_fields": f}
+    if recorded != expected or actual != expected:
+        raise InputError(
+            path,
+            f"pair cache has S,T,F = {s},{t},{f} (meta {recorded}) but the mesh bundles have "
+            f"{src.n_simulations},{src.n_frames},{src.n_fields}; it comes from another configuration",
+        )
+    if cache.operator.shape != (dst.n_nodes, src.n_nodes) or n != dst.n_nodes:
+        raise InputError(
+            path,
+            f"pair cache operator is {cache.operator.shape} but the meshes have {dst.n_nodes} target and "
+            f"{src.n_nodes} source nodes; it comes from another configuration",
+        )
+
+
+def load_pair_data(
+    source: str,
+    target: str,
+    src_path: str | Path,
+    dst_path: str | Path,
+    cache_path: str | Path | None,
+    rebuild: str | None = None,
+) -> PairData:
+    """Read (``cache_path`` given) or build (``cache_path=None``) the pair and load both meshes."""
+    if cache_path is None:
+        cache = make_pair_cache(src_path, dst_path, source, target)
+        src, dst = load_bundle(src_path), load_bundle(dst_path)
+    else:
+        cache = read_pair_cache(cache_path)
+        src, dst = load_bundle(src_path), load_bundle(dst_path)
+        check_cache_matches(cache, cache_path, source, target, src, dst)
+        check_fresh(cache, cache_path, src_path, dst_path, rebuild=rebuild or f"snakemake --cores 1 {cache_path}")
+    if src.dim != dst.dim:
+        raise InputError(f"{src_path} / {dst_path}", f"source mesh is {src.dim}D but target mesh is {dst.dim}D")
+    return PairData(source=source, target=target, cache=cache, src=src, dst=dst)
+

@@ -1,0 +1,124 @@
+"""PNG figures of one trained pair: loss curves, a prediction panel, error against time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.tri as mtri  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from meshsr.atomic import atomic_path  # noqa: E402
+from meshsr.bundle import load_bundle  # noqa: E402
+from meshsr.errors import InputError  # noqa: E402
+
+DPI = 100
+
+
+def _save(fig: plt.Figure, path: str | Path) -> None:
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=DPI, format="png", bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_loss_curves(history: pd.DataFrame, path: str | Path, title: str) -> None:
+    """Training and validation loss per epoch (log scale), the kept epoch marked.
+
+    ``history`` has the columns of :func:`meshsr.training.write_history`.
+    """
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(history["epoch"], history["train_loss"], "o-", label="training (mean over the epoch's steps)")
+    ax.plot(history["epoch"], history["validation_loss"], "s-", label="validation (end of epoch)")
+    kept = history.loc[history["kept"].astype(bool), "epoch"]
+    if len(kept):
+        ax.axvline(int(kept.iloc[0]), color="grey", ls=":", label=f"kept: epoch {int(kept.iloc[0])}")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("MSE of standardised residual")
+    ax.set_title(title)
+    ax.legend()
+    _save(fig, path)
+
+
+def _mesh_plot(ax: plt.Axes, points: np.ndarray, cells: np.ndarray, values: np.ndarray, **kwargs):
+    if points.shape[1] == 2:
+        tri = mtri.Triangulation(points[:, 0], points[:, 1], cells)
+        return ax.tripcolor(tri, values, shading="gouraud", **kwargs)
+    return ax.scatter(points[:, 0], points[:, 1], c=values, s=2, **kwargs)  # 3D: projection onto (x, y)
+
+
+def plot_panel(points: np.ndarray, cells: np.ndarray, panel: dict[str, np.ndarray], path: str | Path, title: str) -> None:
+    """One column per field: interpolated input, prediction, ground truth, and the errors of both.
+
+    Both error maps share one symmetric colour scale, so the model's smaller error shows.
+    """
+    names = [str(x) for x in panel["field_names"]]
+    interp, pred, truth = panel["interp"], panel["prediction"], panel["truth"]
+    extent = np.ptp(points[:, :2], axis=0)
+    aspect = float(extent[1] / extent[0]) if extent[0] > 0 else 1.0
+    width = 7.0
+    fig, axes = plt.subplots(
+        5, len(names), figsize=(width * len(names), 5 * (width * aspect * 0.8 + 0.45)), squeeze=False, layout="constrained"
+    )
+    for j, name in enumerate(names):
+        lo = float(min(interp[:, j].min(), pred[:, j].min(), truth[:, j].min()))
+        hi = float(max(interp[:, j].max(), pred[:, j].max(), truth[:, j].max()))
+        err_i, err_m = interp[:, j] - truth[:, j], pred[:, j] - truth[:, j]
+        bound = float(max(np.abs(err_i).max(), np.abs(err_m).max(), np.finfo(np.float32).tiny))
+        rows = [
+            ("interpolated input", interp[:, j], dict(vmin=lo, vmax=hi, cmap="viridis")),
+            ("prediction", pred[:, j], dict(vmin=lo, vmax=hi, cmap="viridis")),
+            ("ground truth", truth[:, j], dict(vmin=lo, vmax=hi, cmap="viridis")),
+            ("interpolation error", err_i, dict(vmin=-bound, vmax=bound, cmap="RdBu_r")),
+            ("model error", err_m, dict(vmin=-bound, vmax=bound, cmap="RdBu_r")),
+        ]
+        for ax, (label, values, kwargs) in zip(axes[:, j], rows):
+            image = _mesh_plot(ax, points, cells, values, **kwargs)
+            ax.set_title(f"{name}: {label}", fontsize=10)
+            ax.set_aspect("equal")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            fig.colorbar(image, ax=ax, shrink=0.9)
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def plot_error_vs_time(frames: pd.DataFrame, path: str | Path, title: str, split: str = "test") -> None:
+    """Relative L2 error per frame of interpolation (dashed) and model (solid), per field."""
+    chosen = frames[frames["split"] == split]
+    if chosen.empty:
+        split = "validation"
+        chosen = frames[frames["split"] == split]
+    field_names = list(dict.fromkeys(chosen["field"]))
+    fig, axes = plt.subplots(1, max(len(field_names), 1), figsize=(5.5 * max(len(field_names), 1), 3.8), squeeze=False)
+    for ax, name in zip(axes[0], field_names):
+        for k, (sim, rows) in enumerate(chosen[chosen["field"] == name].groupby("simulation")):
+            color = f"C{k}"
+            ax.plot(rows["frame"], 100 * rows["rel_l2_interp"], "--", color=color, label=f"sim {sim}: interpolation")
+            ax.plot(rows["frame"], 100 * rows["rel_l2_model"], "-", color=color, label=f"sim {sim}: model")
+        ax.set_xlabel("frame")
+        ax.set_ylabel("relative L2 error [%]")
+        ax.set_title(f"{name} ({split} split)")
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def plot_job(pair: str, history_csv: str | Path, frames_csv: str | Path, panel_npz: str | Path, dst_path: str | Path, outputs: dict[str, str], log) -> None:
+    """The plots rule: ``outputs`` has the paths ``loss``, ``panel`` and ``error_time``."""
+    plot_loss_curves(pd.read_csv(history_csv), outputs["loss"], f"{pair}: training and validation loss")
+    with np.load(panel_npz, allow_pickle=False) as data:
+        panel = {k: data[k] for k in data.files}
+    dst = load_bundle(dst_path)
+    if len(dst.points) != len(panel["truth"]):
+        raise InputError(panel_npz, f"panel has {len(panel['truth'])} nodes but the target mesh {dst_path} has {len(dst.points)}")
+    title = f"{pair}: simulation {int(panel['simulation'])}, frame {int(panel['frame'])}"
+    plot_panel(dst.points, dst.cells, panel, outputs["panel"], title)
+    plot_error_vs_time(pd.read_csv(frames_csv), outputs["error_time"], f"{pair}: error per frame")
+    log.info("wrote %s", ", ".join(outputs.values()))

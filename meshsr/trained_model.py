@@ -1,0 +1,119 @@
+"""A trained model as one file: weights, plain-data config and normalisation statistics.
+
+The file is a ``torch.save`` of a dict holding only tensors, strings, numbers, lists
+and dicts, so ``torch.load(path, weights_only=True)`` reads it without unpickling code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from meshsr.atomic import atomic_path
+from meshsr.errors import InputError
+from meshsr.model import ModelConfig, build_model
+from meshsr.normalisation import Normalisation
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class TrainedModel:
+    """Network, its inputs' description and what it needs to turn outputs into fields."""
+
+    config: ModelConfig
+    network: nn.Module
+    normalisation: Normalisation
+    feature_names: list[str]
+    feature_options: dict[str, Any]
+    field_names: list[str]
+    source: str
+    target: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    splits: dict[str, list[int]] = field(default_factory=dict)
+    history: dict[str, Any] = field(default_factory=dict)
+
+    @torch.no_grad()
+    def predict(
+        self,
+        features: np.ndarray,
+        scales: np.ndarray,
+        interp: np.ndarray,
+        graph: torch.Tensor | None = None,
+        device: torch.device | str = "cpu",
+        chunk_nodes: int = 1 << 18,
+    ) -> np.ndarray:
+        """Destination fields (T, N, F) float32 from raw features (T, N, K), local scales and interpolation (T, N, F)."""
+        self.network.eval()
+        t_len, n, k = features.shape
+        per_chunk = max(1, chunk_nodes // n)
+        out = np.empty(interp.shape, dtype=np.float32)
+        for start in range(0, t_len, per_chunk):
+            x = torch.from_numpy(self.normalisation.features(features[start : start + per_chunk])).to(device)
+            if self.config.kind == "mlp":
+                y = self.network(x.reshape(-1, k)).reshape(len(x), n, -1)
+            else:
+                y = self.network(x, graph)
+            chunk = slice(start, start + per_chunk)
+            out[chunk] = interp[chunk] + y.cpu().numpy() * scales[chunk]
+        return out
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "model": self.config.to_dict(),
+            "state_dict": {k: v.detach().cpu().clone() for k, v in self.network.state_dict().items()},
+            "normalisation": self.normalisation.to_state(),
+            "feature_names": list(self.feature_names),
+            "feature_options": self.feature_options,
+            "field_names": list(self.field_names),
+            "source": self.source,
+            "target": self.target,
+            "settings": self.settings,
+            "splits": self.splits,
+            "history": self.history,
+        }
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically: a crash never leaves a truncated model file."""
+        with atomic_path(path, suffix=".pt") as tmp:
+            torch.save(self.to_state(), tmp)
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | str = "cpu") -> TrainedModel:
+        """Read a model file with ``weights_only=True`` (no code is unpickled)."""
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(path, "model file does not exist")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many types for damaged or foreign files
+            raise InputError(path, f"cannot read it as a meshsr model file ({exc})") from None
+        if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+            raise InputError(path, f"not a meshsr model file of format version {FORMAT_VERSION}")
+        try:
+            config = ModelConfig(**state["model"])
+            network = build_model(config)
+            network.load_state_dict(state["state_dict"])
+            normalisation = Normalisation.from_state(state["normalisation"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise InputError(path, f"model file is incomplete or inconsistent ({exc})") from None
+        network.to(device)
+        return cls(
+            config=config,
+            network=network,
+            normalisation=normalisation,
+            feature_names=list(state["feature_names"]),
+            feature_options=dict(state["feature_options"]),
+            field_names=list(state["field_names"]),
+            source=state["source"],
+            target=state["target"],
+            settings=state.get("settings", {}),
+            splits=state.get("splits", {}),
+            history=state.get("history", {}),
+        )

@@ -1,0 +1,89 @@
+# Evaluate each trained pair against plain interpolation and plot it; the tables and
+# figures are report() outputs of `snakemake --report report.html`.
+#
+# Evaluation reads the same data as training (cache or, with use_cache: false, the
+# bundles); the plots read the target bundle for its points and cells, which the cache
+# does not hold.
+
+
+def metrics_file(src, dst, ext="csv"):
+    return f"results/metrics/{src}_{dst}.{ext}"
+
+
+def plot_file(src, dst, name):
+    return f"results/plots/{src}_{dst}_{name}.png"
+
+
+def all_evaluations():
+    return [metrics_file(s, d) for s, d in TRAIN_PAIRS] + [
+        plot_file(s, d, name) for s, d in TRAIN_PAIRS for name in ("loss", "panel", "error_time")
+    ]
+
+
+def evaluate_inputs(wildcards):
+    return {"model": model_file(wildcards.src, wildcards.dst), **train_inputs(wildcards)}
+
+
+PAIR_CATEGORY = "{src} -> {dst}"
+
+
+rule evaluate_model:
+    input:
+        unpack(evaluate_inputs),
+    output:
+        metrics=report(
+            metrics_file("{src}", "{dst}"),
+            caption="../report/metrics_csv.rst",
+            category=PAIR_CATEGORY,
+            subcategory="metrics",
+        ),
+        html=report(
+            metrics_file("{src}", "{dst}", "html"),
+            caption="../report/metrics_table.rst",
+            category=PAIR_CATEGORY,
+            subcategory="metrics",
+        ),
+        frames=metrics_file("{src}", "{dst}", "frames.csv"),
+        panel=f"results/metrics/{{src}}_{{dst}}_panel.npz",
+    params:
+        rebuild=lambda wc: f"snakemake --cores 1 {pair_cache(wc.src, wc.dst)}",
+        inputs=lambda wc: "from the pair cache" if USE_CACHE else pair_fingerprint(wc),
+    log:
+        logs("evaluate/{src}_{dst}"),
+    benchmark:
+        benchmarks("evaluate/{src}_{dst}")
+    threads: TRAIN.threads
+    resources:
+        mem_mb=lambda wc, input: 2000 + int(4 * input.size_mb),
+    conda:
+        ENV
+    script:
+        "../scripts/evaluate.py"
+
+
+rule plot_model:
+    input:
+        history=history_file("{src}", "{dst}"),
+        frames=metrics_file("{src}", "{dst}", "frames.csv"),
+        panel=f"results/metrics/{{src}}_{{dst}}_panel.npz",
+        dst=lambda wc: cache_input(wc.dst),
+    output:
+        loss=report(plot_file("{src}", "{dst}", "loss"), caption="../report/loss.rst", category=PAIR_CATEGORY, subcategory="training"),
+        panel=report(plot_file("{src}", "{dst}", "panel"), caption="../report/panel.rst", category=PAIR_CATEGORY, subcategory="prediction"),
+        error_time=report(
+            plot_file("{src}", "{dst}", "error_time"),
+            caption="../report/error_time.rst",
+            category=PAIR_CATEGORY,
+            subcategory="prediction",
+        ),
+    log:
+        logs("plots/{src}_{dst}"),
+    benchmark:
+        benchmarks("plots/{src}_{dst}")
+    threads: 1
+    resources:
+        mem_mb=lambda wc, input: 1000 + int(3 * input.size_mb),
+    conda:
+        ENV
+    script:
+        "../scripts/plots.py"

@@ -1,0 +1,20 @@
+"""Snakemake entry point: train the residual super-resolution model of one resolution pair."""
+
+from meshsr.jobs import job_logging
+from meshsr.training import train_job
+
+with job_logging(snakemake.log[0]) as log:  # noqa: F821 (snakemake injects it)
+    train_job(
+        source=snakemake.wildcards.src,  # noqa: F821
+        target=snakemake.wildcards.dst,  # noqa: F821
+        src_path=snakemake.input.src,  # noqa: F821
+        dst_path=snakemake.input.dst,  # noqa: F821
+        cache_path=snakemake.input.get("cache"),  # noqa: F821
+        out_path=snakemake.output.model,  # noqa: F821
+        history_path=snakemake.output.history,  # noqa: F821
+        settings=snakemake.params.settings,  # noqa: F821
+        resolutions=snakemake.params.resolutions,  # noqa: F821
+        rebuild=snakemake.params.rebuild,  # noqa: F821
+        threads=snakemake.threads,  # noqa: F821
+        log=log,
+    )

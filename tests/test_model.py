@@ -1,0 +1,135 @@
+"""Networks, the mesh graph and the model file (weights_only round trip)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from meshsr.errors import InputError
+from meshsr.model import MeshGNN, ModelConfig, ResidualMLP, build_model, mean_adjacency, mesh_edges
+from meshsr.normalisation import Normalisation
+from meshsr.trained_model import TrainedModel
+
+SQUARE = np.array([[0, 1, 2], [1, 3, 2]])  # two triangles sharing the edge (1, 2)
+
+
+def test_mesh_edges_are_unique_and_sorted():
+    edges = mesh_edges(SQUARE, 4)
+    assert edges.tolist() == [[0, 1], [0, 2], [1, 2], [1, 3], [2, 3]]
+
+
+def test_mean_adjacency_averages_over_neighbours():
+    graph = mean_adjacency(SQUARE, 4)
+    dense = graph.to_dense()
+    torch.testing.assert_close(dense.sum(dim=1), torch.ones(4))
+    values = torch.tensor([[1.0], [2.0], [3.0], [4.0]])
+    torch.testing.assert_close(torch.sparse.mm(graph, values)[0], torch.tensor([2.5]))  # node 0: mean of 2 and 3
+    torch.testing.assert_close(torch.sparse.mm(graph, values)[1], torch.tensor([(1 + 3 + 4) / 3]))
+
+
+@pytest.mark.parametrize("kind", ["mlp", "gnn"])
+def test_networks_start_as_plain_interpolation_and_have_the_right_shape(kind):
+    torch.manual_seed(0)
+    config = ModelConfig(kind=kind, n_inputs=5, n_outputs=2, hidden=8, layers=2, message_passing=2)
+    net = build_model(config)
+    assert isinstance(net, ResidualMLP if kind == "mlp" else MeshGNN)
+    x = torch.randn(3, 4, 5)
+    out = net(x, mean_adjacency(SQUARE, 4))
+    assert out.shape == (3, 4, 2)
+    assert torch.all(out == 0)  # zero-initialised output layer: prediction == interpolation
+
+
+def test_gnn_uses_the_neighbours_and_mlp_does_not():
+    torch.manual_seed(0)
+    graph = mean_adjacency(SQUARE, 4)
+    x = torch.randn(1, 4, 3)
+    changed = x.clone()
+    changed[0, 3] += 1.0  # node 3 is a neighbour of 1 and 2, not of 0
+    for kind, expect_change_at_1 in (("mlp", False), ("gnn", True)):
+        net = build_model(ModelConfig(kind=kind, n_inputs=3, n_outputs=1, hidden=8, layers=2, message_passing=1))
+        for p in net.parameters():
+            torch.nn.init.normal_(p, std=0.5)
+        a, b = net(x, graph), net(changed, graph)
+        assert torch.equal(a[0, 0], b[0, 0])
+        assert (not torch.equal(a[0, 1], b[0, 1])) == expect_change_at_1
+
+
+def test_gnn_needs_the_graph():
+    net = build_model(ModelConfig(kind="gnn", n_inputs=3, n_outputs=1))
+    with pytest.raises(ValueError, match="graph"):
+        net(torch.zeros(1, 4, 3))
+
+
+def test_model_config_refuses_unknown_kinds_and_sizes():
+    with pytest.raises(ValueError, match="kind"):
+        ModelConfig(kind="transformer", n_inputs=3, n_outputs=1)
+    with pytest.raises(ValueError, match="sizes"):
+        ModelConfig(kind="mlp", n_inputs=3, n_outputs=1, hidden=0)
+
+
+def small_trained(kind: str = "mlp") -> TrainedModel:
+    torch.manual_seed(1)
+    config = ModelConfig(kind=kind, n_inputs=3, n_outputs=2, hidden=8, layers=2, message_passing=1)
+    net = build_model(config)
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    norm = Normalisation(np.array([0.1, 0.2, 0.3]), np.array([1.0, 2.0, 0.5]), np.array([0.01, 0.02]))
+    return TrainedModel(
+        config=config,
+        network=net,
+        normalisation=norm,
+        feature_names=["a", "b", "c"],
+        feature_options={"use_coordinates": True, "field_std": [1.0, 2.0]},
+        field_names=["u", "v"],
+        source="coarse",
+        target="fine",
+        settings={"seed": 1},
+        splits={"train": [0], "validation": [1], "test": [2], "validation_frames": []},
+        history={"epoch": [1], "train_loss": [0.5], "validation_loss": [0.6], "best_epoch": 1},
+    )
+
+
+@pytest.mark.parametrize("kind", ["mlp", "gnn"])
+def test_model_file_round_trip_with_weights_only(tmp_path, kind):
+    trained = small_trained(kind)
+    path = tmp_path / "models" / "m.pt"
+    trained.save(path)
+    assert [p.name for p in path.parent.iterdir()] == ["m.pt"]  # no temporary left behind
+    state = torch.load(path, weights_only=True)
+    assert state["model"]["kind"] == kind and state["field_names"] == ["u", "v"]
+    assert set(state["normalisation"]) == {"feature_mean", "feature_std", "target_rms"}
+    loaded = TrainedModel.load(path)
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(2, 4, 3)).astype(np.float32)
+    scales = rng.uniform(0.5, 1.0, size=(2, 4, 2)).astype(np.float32)
+    interp = rng.normal(size=(2, 4, 2)).astype(np.float32)
+    graph = mean_adjacency(SQUARE, 4)
+    expected = trained.predict(features, scales, interp, graph)
+    assert np.array_equal(loaded.predict(features, scales, interp, graph), expected)
+    assert not np.array_equal(expected, interp)
+    assert loaded.history == trained.history and loaded.feature_options == trained.feature_options
+
+
+def test_predict_is_interpolation_plus_scaled_network_output():
+    trained = small_trained()
+    features = np.zeros((1, 2, 3), dtype=np.float32)
+    scales = np.full((1, 2, 2), 2.0, dtype=np.float32)
+    interp = np.ones((1, 2, 2), dtype=np.float32)
+    z = torch.from_numpy(trained.normalisation.features(features))
+    with torch.no_grad():
+        raw = trained.network(z).numpy()
+    np.testing.assert_allclose(trained.predict(features, scales, interp), 1.0 + 2.0 * raw, rtol=1e-6)
+
+
+def test_loading_a_foreign_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a torch file")
+    with pytest.raises(InputError, match="cannot read it as a meshsr model file"):
+        TrainedModel.load(bad)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    with pytest.raises(InputError, match="not a meshsr model file"):
+        TrainedModel.load(other)
+    with pytest.raises(InputError, match="does not exist"):
+        TrainedModel.load(tmp_path / "missing.pt")

@@ -1,0 +1,40 @@
+"""Tiny in-memory pair data for the training, feature and evaluation tests (no Snakemake)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from meshsr.bundle import save_bundle
+from meshsr.cache import make_pair_cache, write_pair_cache
+from meshsr.example import ExampleSettings, generate_example
+
+TINY_TRAIN = {
+    "hidden": 32,
+    "layers": 2,
+    "epochs": 3,
+    "steps_per_epoch": 20,
+    "batch_size": 512,
+    "threads": 1,
+}
+
+
+@dataclass
+class TinyPair:
+    src: Path
+    dst: Path
+    cache: Path
+
+
+def write_tiny_pair(root: Path, simulations: int = 3, frames: int = 5, nodes: tuple[int, int] = (200, 500)) -> TinyPair:
+    """Example bundles 'coarse' and 'fine' and their pair cache under ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    settings = ExampleSettings(n_simulations=simulations, n_frames=frames)
+    paths = []
+    for i, (name, n) in enumerate(zip(("coarse", "fine"), nodes)):
+        path = root / f"{name}.npz"
+        save_bundle(path, generate_example(n_nodes=n, mesh_seed=1000 + i, settings=settings))
+        paths.append(path)
+    cache = root / "cache" / "coarse_fine.npz"
+    write_pair_cache(cache, make_pair_cache(paths[0], paths[1], "coarse", "fine"))
+    return TinyPair(paths[0], paths[1], cache)
