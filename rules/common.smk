@@ -5,7 +5,10 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from meshsr.errors import InputError
 from meshsr.hashing import memoised_sha256
+from meshsr.splits import make_splits, peek_shape
+from meshsr.train_settings import TrainSettings, check_pairs
 
 validate(config, schema="../config/config.schema.yaml")
 
@@ -108,3 +111,67 @@ def cache_input(res):
 def cache_inputs(wildcards):
     check_pair(wildcards.src, wildcards.dst)
     return {"src": cache_input(wildcards.src), "dst": cache_input(wildcards.dst)}
+
+
+# Training settings (checked at parse time: bad pairs fail before any job) and paths.
+def _train_settings():
+    try:
+        settings = TrainSettings.from_config(config.get("train"))
+        pairs = check_pairs(settings.pairs, RESOLUTIONS)
+        for src, dst in pairs:
+            shape = peek_shape(mesh_input(src), example_shape(src))
+            if shape is not None:
+                make_splits(*shape, settings.test_simulations, settings.validation_simulations)
+    except InputError as exc:
+        raise WorkflowError(str(exc)) from None
+    return settings, pairs
+
+
+def example_shape(res):
+    """(S, T) of a generated example input, known before it exists; None for a user's file."""
+    if not is_example(mesh_input(res)):
+        return None
+    example = config.get("example", {})
+    return example.get("simulations", 6), example.get("frames", 48)
+
+
+TRAIN, TRAIN_PAIRS = _train_settings()
+USE_CACHE = config.get("use_cache", True)
+
+
+def model_file(src, dst):
+    return f"results/models/{src}_{dst}.pt"
+
+
+def history_file(src, dst):
+    return f"results/models/{src}_{dst}_history.csv"
+
+
+def all_models():
+    return [model_file(s, d) for s, d in TRAIN_PAIRS]
+
+
+def train_inputs(wildcards):
+    check_pair(wildcards.src, wildcards.dst)
+    inputs = {"src": cache_input(wildcards.src), "dst": cache_input(wildcards.dst)}
+    if USE_CACHE:
+        inputs["cache"] = pair_cache(wildcards.src, wildcards.dst)
+    return inputs
+
+
+def metrics_file(src, dst, ext="csv"):
+    return f"results/metrics/{src}_{dst}.{ext}"
+
+
+def plot_file(src, dst, name):
+    return f"results/plots/{src}_{dst}_{name}.png"
+
+
+def all_evaluations():
+    return [metrics_file(s, d) for s, d in TRAIN_PAIRS] + [
+        plot_file(s, d, name) for s, d in TRAIN_PAIRS for name in ("loss", "panel", "error_time")
+    ]
+
+
+def evaluate_inputs(wildcards):
+    return {"model": model_file(wildcards.src, wildcards.dst), **train_inputs(wildcards)}

@@ -6,24 +6,6 @@
 # does not hold.
 
 
-def metrics_file(src, dst, ext="csv"):
-    return f"results/metrics/{src}_{dst}.{ext}"
-
-
-def plot_file(src, dst, name):
-    return f"results/plots/{src}_{dst}_{name}.png"
-
-
-def all_evaluations():
-    return [metrics_file(s, d) for s, d in TRAIN_PAIRS] + [
-        plot_file(s, d, name) for s, d in TRAIN_PAIRS for name in ("loss", "panel", "error_time")
-    ]
-
-
-def evaluate_inputs(wildcards):
-    return {"model": model_file(wildcards.src, wildcards.dst), **train_inputs(wildcards)}
-
-
 PAIR_CATEGORY = "{src} -> {dst}"
 
 

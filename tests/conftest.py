@@ -60,16 +60,22 @@ class Workflow:
 
     def planned_jobs(self, *targets: str) -> dict[str, int]:
         """Dry run; rule name -> number of jobs Snakemake would run."""
-        out = self.run(*targets, "-n", "--quiet", "rules").stdout
-        jobs: dict[str, int] = {}
-        started = False
-        for line in out.splitlines():
-            parts = line.split()
-            if parts[:2] == ["job", "count"]:
-                started = True
-            elif started and len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
-                jobs[parts[0]] = int(parts[1])
-        return jobs
+        return job_counts(self.run(*targets, "-n", "--quiet", "rules").stdout)
+
+
+def job_counts(dry_run_output: str) -> dict[str, int]:
+    """Rule name -> job count from the first 'Job stats' table of a dry run."""
+    jobs: dict[str, int] = {}
+    started = False
+    for line in dry_run_output.splitlines():
+        parts = line.split()
+        if parts[:2] == ["job", "count"]:
+            started = True
+        elif started and parts[:1] == ["total"]:
+            break
+        elif started and len(parts) == 2 and parts[1].isdigit():
+            jobs[parts[0]] = int(parts[1])
+    return jobs
 
 
 def copy_workflow(dest: Path) -> Workflow:

@@ -24,7 +24,7 @@ from cache_helpers import (
     user_inputs,
     wait_until_quiet,
 )
-from conftest import Workflow, copy_workflow, snakemake_executable
+from conftest import Workflow, copy_workflow, job_counts, snakemake_executable
 from meshsr.cache import StaleCacheError, check_fresh, read_pair_cache
 from meshsr.hashing import file_sha256, read_memo
 
@@ -58,17 +58,7 @@ def dry_run(wf: Workflow, *args: str) -> str:
 def plan(wf: Workflow, *args: str) -> tuple[dict[str, int], str]:
     """One dry run: rule -> planned job count (as Workflow.planned_jobs), and the text with the reasons."""
     out = dry_run(wf, *args)
-    jobs: dict[str, int] = {}
-    started = False
-    for line in out.splitlines():
-        parts = line.split()
-        if parts[:2] == ["job", "count"]:
-            started = True
-        elif started and parts[:1] == ["total"]:
-            break
-        elif started and len(parts) == 2 and parts[1].isdigit():
-            jobs[parts[0]] = int(parts[1])
-    return jobs, out
+    return job_counts(out), out
 
 
 def updated_caches(out: str) -> set[str]:
