@@ -86,7 +86,7 @@ def load_pair_data(
         cache = read_pair_cache(cache_path)
         src, dst = load_bundle(src_path), load_bundle(dst_path)
         check_cache_matches(cache, cache_path, source, target, src, dst)
-        check_fresh(cache, cache_path, src_path, dst_path, rebuild=rebuild or f"snakemake --cores 1 {cache_path}")
+        check_fresh(cache, cache_path, src_path, dst_path, rebuild=rebuild)
     if src.dim != dst.dim:
         raise InputError(f"{src_path} / {dst_path}", f"source mesh is {src.dim}D but target mesh is {dst.dim}D")
     return PairData(source=source, target=target, cache=cache, src=src, dst=dst)

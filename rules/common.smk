@@ -5,6 +5,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from meshsr.cache import rebuild_command
 from meshsr.errors import InputError
 from meshsr.hashing import memoised_sha256
 from meshsr.splits import make_splits, peek_shape

@@ -28,7 +28,7 @@ rule evaluate_model:
         frames=metrics_file("{src}", "{dst}", "frames.csv"),
         panel=f"results/metrics/{{src}}_{{dst}}_panel.npz",
     params:
-        rebuild=lambda wc: f"snakemake --cores 1 {pair_cache(wc.src, wc.dst)}",
+        rebuild=lambda wc: rebuild_command(pair_cache(wc.src, wc.dst), CACHE_DIR),
         inputs=lambda wc: "from the pair cache" if USE_CACHE else pair_fingerprint(wc),
     log:
         logs("evaluate/{src}_{dst}"),

@@ -16,7 +16,7 @@ rule train_model:
     params:
         settings=TRAIN.to_dict(),
         resolutions=RESOLUTIONS,
-        rebuild=lambda wc: f"snakemake --cores 1 {pair_cache(wc.src, wc.dst)}",
+        rebuild=lambda wc: rebuild_command(pair_cache(wc.src, wc.dst), CACHE_DIR),
         inputs=lambda wc: "from the pair cache" if USE_CACHE else pair_fingerprint(wc),
     log:
         logs("train/{src}_{dst}"),
