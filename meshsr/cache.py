@@ -96,9 +96,19 @@ def build_pair(src: MeshBundle, dst: MeshBundle) -> tuple[InterpolationOperator,
     return operator, coarse_interp, np.asarray(dst.fields, dtype=np.float32)
 
 
-def make_pair_cache(src_path: str | Path, dst_path: str | Path, src_name: str, dst_name: str) -> PairCache:
-    """Load both bundles, build the pair in memory and describe it in ``meta``."""
-    src, dst = load_bundle(src_path), load_bundle(dst_path)
+def make_pair_cache(
+    src_path: str | Path,
+    dst_path: str | Path,
+    src_name: str,
+    dst_name: str,
+    bundles: tuple[MeshBundle, MeshBundle] | None = None,
+) -> PairCache:
+    """Build the pair in memory and describe it in ``meta``.
+
+    ``bundles`` are the two inputs already loaded from ``src_path`` and ``dst_path``
+    (a caller that needs the meshes anyway passes them, so nothing is read twice).
+    """
+    src, dst = bundles if bundles is not None else (load_bundle(src_path), load_bundle(dst_path))
     try:
         operator, coarse_interp, fine_features = build_pair(src, dst)
     except InputError as exc:

@@ -187,13 +187,14 @@ def evaluate_job(
     cache_path: str | Path | None,
     outputs: dict[str, str],
     rebuild: str | None = None,
+    memo: str | Path | None = None,
     threads: int = 1,
     log: logging.Logger = log_default,
 ) -> Evaluation:
     """The evaluate rule: ``outputs`` has the paths ``metrics``, ``html``, ``frames`` and ``panel``."""
     torch.set_num_threads(threads)
     trained = TrainedModel.load(model_path)
-    data = load_pair_data(source, target, src_path, dst_path, cache_path, rebuild)
+    data = load_pair_data(source, target, src_path, dst_path, cache_path, rebuild, memo)
     device = str(trained.settings.get("device", "auto"))
     evaluation = evaluate_pair(data, trained, model_path, device, int(trained.settings.get("panel_frame", -1)), log)
     write_evaluation(evaluation, outputs["metrics"], outputs["html"], outputs["frames"], outputs["panel"], f"{source} -> {target}: relative L2 errors")

@@ -77,16 +77,20 @@ def load_pair_data(
     dst_path: str | Path,
     cache_path: str | Path | None,
     rebuild: str | None = None,
+    memo: str | Path | None = None,
 ) -> PairData:
-    """Read (``cache_path`` given) or build (``cache_path=None``) the pair and load both meshes."""
+    """Read (``cache_path`` given) or build (``cache_path=None``) the pair and load both meshes.
+
+    ``memo`` is the workflow's digest memo: the freshness check then rehashes an input
+    only when its stat changed since Snakemake fingerprinted it.
+    """
+    src, dst = load_bundle(src_path), load_bundle(dst_path)
     if cache_path is None:
-        cache = make_pair_cache(src_path, dst_path, source, target)
-        src, dst = load_bundle(src_path), load_bundle(dst_path)
+        cache = make_pair_cache(src_path, dst_path, source, target, bundles=(src, dst))
     else:
         cache = read_pair_cache(cache_path)
-        src, dst = load_bundle(src_path), load_bundle(dst_path)
         check_cache_matches(cache, cache_path, source, target, src, dst)
-        check_fresh(cache, cache_path, src_path, dst_path, rebuild=rebuild)
+        check_fresh(cache, cache_path, src_path, dst_path, rebuild=rebuild, memo=memo)
     if src.dim != dst.dim:
         raise InputError(f"{src_path} / {dst_path}", f"source mesh is {src.dim}D but target mesh is {dst.dim}D")
     return PairData(source=source, target=target, cache=cache, src=src, dst=dst)

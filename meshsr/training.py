@@ -250,6 +250,7 @@ def train_job(
     resolutions: list[str],
     history_path: str | Path | None = None,
     rebuild: str | None = None,
+    memo: str | Path | None = None,
     threads: int | None = None,
     log: logging.Logger = log_default,
     progress: bool = True,
@@ -265,7 +266,7 @@ def train_job(
     shape = peek_shape(src_path)
     if shape is not None:  # refuse an empty training split before reading anything big
         make_splits(*shape, parsed.test_simulations, parsed.validation_simulations)
-    data = load_pair_data(source, target, src_path, dst_path, cache_path, rebuild)
+    data = load_pair_data(source, target, src_path, dst_path, cache_path, rebuild, memo)
     log.info("inputs: %s", f"cache {cache_path}" if cache_path else f"built in memory from {src_path} and {dst_path} (use_cache: false)")
     trained = train_pair(data, parsed, log, progress)
     trained.save(out_path)

@@ -29,6 +29,7 @@ rule evaluate_model:
         panel=f"results/metrics/{{src}}_{{dst}}_panel.npz",
     params:
         rebuild=lambda wc: rebuild_command(pair_cache(wc.src, wc.dst), CACHE_DIR),
+        memo=HASH_MEMO,
         inputs=lambda wc: "from the pair cache" if USE_CACHE else pair_fingerprint(wc),
     log:
         logs("evaluate/{src}_{dst}"),

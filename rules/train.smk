@@ -17,6 +17,7 @@ rule train_model:
         settings=TRAIN.to_dict(),
         resolutions=RESOLUTIONS,
         rebuild=lambda wc: rebuild_command(pair_cache(wc.src, wc.dst), CACHE_DIR),
+        memo=HASH_MEMO,
         inputs=lambda wc: "from the pair cache" if USE_CACHE else pair_fingerprint(wc),
     log:
         logs("train/{src}_{dst}"),

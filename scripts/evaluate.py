@@ -13,6 +13,7 @@ with job_logging(snakemake.log[0]) as log:  # noqa: F821 (snakemake injects it)
         cache_path=snakemake.input.get("cache"),  # noqa: F821
         outputs=dict(snakemake.output.items()),  # noqa: F821
         rebuild=snakemake.params.rebuild,  # noqa: F821
+        memo=snakemake.params.memo,  # noqa: F821
         threads=snakemake.threads,  # noqa: F821
         log=log,
     )

@@ -15,6 +15,7 @@ with job_logging(snakemake.log[0]) as log:  # noqa: F821 (snakemake injects it)
         settings=snakemake.params.settings,  # noqa: F821
         resolutions=snakemake.params.resolutions,  # noqa: F821
         rebuild=snakemake.params.rebuild,  # noqa: F821
+        memo=snakemake.params.memo,  # noqa: F821
         threads=snakemake.threads,  # noqa: F821
         log=log,
     )
