@@ -17,8 +17,8 @@ import time
 import numpy as np
 from scipy.interpolate import griddata
 
-from meshsr.example_mesh import make_mesh
-from meshsr.operator import InterpolationOperator
+from meshsr.example.mesh import make_mesh
+from meshsr.interp.operator import InterpolationOperator
 
 
 def smooth_fields(points: np.ndarray, n_frames: int, n_fields: int) -> np.ndarray:

@@ -5,18 +5,14 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from meshsr.cache import rebuild_command
+from meshsr.cache.freshness import rebuild_command
 from meshsr.errors import InputError
-from meshsr.hashing import memoised_sha256
-from meshsr.splits import make_splits, peek_shape
-from meshsr.train_settings import TrainSettings, check_pairs
+from meshsr.provenance.digests import memoised_sha256
+from meshsr.learn.splits import make_splits
+from meshsr.mesh.bundle import peek_shape
+from meshsr.learn.settings import TrainSettings, check_pairs
 
 validate(config, schema="../config/config.schema.yaml")
-
-# Scripts import the workflow's own package, also when it is not pip-installed.
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p
-)
 
 RESOLUTIONS = list(config["meshes"])
 CACHE_DIR = config["cache_dir"].rstrip("/")

@@ -1,6 +1,6 @@
 """Snakemake entry point: list the pair caches with their status, write {cache_dir}/info.tsv."""
 
-from meshsr.cache_info import format_table, inventory, write_tsv
+from meshsr.cache.inventory import format_table, inventory, write_tsv
 from meshsr.jobs import job_logging
 
 p = snakemake.params  # noqa: F821 (snakemake injects it)

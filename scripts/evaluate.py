@@ -1,6 +1,6 @@
 """Snakemake entry point: errors of interpolation and of the trained model of one pair."""
 
-from meshsr.evaluation import evaluate_job
+from meshsr.evaluate.metrics import evaluate_job
 from meshsr.jobs import job_logging
 
 with job_logging(snakemake.log[0]) as log:  # noqa: F821 (snakemake injects it)

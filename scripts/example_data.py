@@ -1,7 +1,7 @@
 """Snakemake entry point: generate and solve the example problem on one mesh."""
 
-from meshsr.example import ExampleSettings, generate_example
-from meshsr.bundle import save_bundle
+from meshsr.example.solver import ExampleSettings, generate_example
+from meshsr.mesh.bundle import save_bundle
 from meshsr.jobs import job_logging
 
 p = snakemake.params  # noqa: F821 (snakemake injects it)

@@ -1,6 +1,6 @@
 """Snakemake entry point: build the interpolation cache of one resolution pair."""
 
-from meshsr.cache import build_and_write
+from meshsr.cache.build import build_and_write
 from meshsr.jobs import job_logging
 
 with job_logging(snakemake.log[0]) as log:  # noqa: F821 (snakemake injects it)

@@ -1,7 +1,7 @@
 """Snakemake entry point: loss curves, prediction panel and error-vs-time plots of one pair."""
 
 from meshsr.jobs import job_logging
-from meshsr.plots import plot_job
+from meshsr.evaluate.plots import plot_job
 
 with job_logging(snakemake.log[0]) as log:  # noqa: F821 (snakemake injects it)
     plot_job(

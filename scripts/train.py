@@ -1,7 +1,7 @@
 """Snakemake entry point: train the residual super-resolution model of one resolution pair."""
 
 from meshsr.jobs import job_logging
-from meshsr.training import train_job
+from meshsr.learn.training import train_job
 
 with job_logging(snakemake.log[0]) as log:  # noqa: F821 (snakemake injects it)
     train_job(

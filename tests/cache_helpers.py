@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from meshsr.bundle import MeshBundle, save_bundle
-from meshsr.hashing import RACY_WINDOW_S
+from meshsr.mesh.bundle import MeshBundle, save_bundle
+from meshsr.provenance.digests import RACY_WINDOW_S
 
 
 def lattice_bundle(

@@ -52,7 +52,8 @@ class Workflow:
 
     def run(self, *args: str, check: bool = True, cores: int = 2) -> subprocess.CompletedProcess:
         cmd = [snakemake_executable(), "--cores", str(cores), *args]
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        # The copy's own package, not the installed one: tests edit library code in the copy.
+        env = {**os.environ, "PYTHONPATH": str(self.root)}
         proc = subprocess.run(cmd, cwd=self.root, env=env, capture_output=True, text=True, timeout=600)
         if check and proc.returncode != 0:
             raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")

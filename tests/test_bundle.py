@@ -6,7 +6,7 @@ import meshio
 import numpy as np
 import pytest
 
-from meshsr.bundle import MeshBundle, check_compatible, load_bundle, save_bundle
+from meshsr.mesh.bundle import MeshBundle, check_compatible, load_bundle, save_bundle
 from meshsr.errors import InputError
 
 

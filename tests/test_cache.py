@@ -12,16 +12,9 @@ import numpy as np
 import pytest
 
 from cache_helpers import change_content, pickled_object_npz, random_bytes, trap_fires, truncate, write_bundle
-from meshsr.cache import (
-    CacheError,
-    StaleCacheError,
-    check_fresh,
-    inspect_pair_cache,
-    make_pair_cache,
-    read_pair_cache,
-    rebuild_command,
-    write_pair_cache,
-)
+from meshsr.cache.build import make_pair_cache
+from meshsr.cache.format import CacheError, inspect_pair_cache, read_pair_cache, write_pair_cache
+from meshsr.cache.freshness import StaleCacheError, check_fresh, rebuild_command
 
 READERS = [read_pair_cache, inspect_pair_cache]
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from cache_helpers import change_content, pickled_object_npz, random_bytes, trap_fires, truncate, write_bundle
-from meshsr.cache import make_pair_cache, write_pair_cache
-from meshsr.cache_info import COLUMNS, format_table, inventory, to_tsv, write_tsv
-from meshsr.hashing import read_memo
+from meshsr.cache.build import make_pair_cache
+from meshsr.cache.format import write_pair_cache
+from meshsr.cache.inventory import COLUMNS, format_table, inventory, to_tsv, write_tsv
+from meshsr.provenance.digests import read_memo
 
 
 @pytest.fixture
@@ -103,7 +104,7 @@ def test_empty_or_missing_cache_dir(exists, tmp_path):
 
 
 def test_inputs_are_hashed_through_the_memo(setup, monkeypatch):
-    from meshsr import hashing
+    from meshsr.provenance import digests as hashing
 
     monkeypatch.setattr(hashing, "RACY_WINDOW_S", 0.0)
     inventory(setup["cache_dir"], setup["pairs"], memo=setup["memo"])

@@ -6,13 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from meshsr.cache import relative_l2
+from meshsr.evaluate.norms import relative_l2
 from meshsr.errors import InputError
-from meshsr.evaluation import METRIC_COLUMNS, evaluate_job, evaluate_pair
-from meshsr.pair_data import load_pair_data
-from meshsr.plots import plot_error_vs_time, plot_loss_curves, plot_panel
-from meshsr.train_settings import TrainSettings
-from meshsr.training import train_pair, write_history
+from meshsr.evaluate.metrics import METRIC_COLUMNS, evaluate_job, evaluate_pair
+from meshsr.learn.pair_data import load_pair_data
+from meshsr.evaluate.plots import plot_error_vs_time, plot_loss_curves, plot_panel
+from meshsr.learn.settings import TrainSettings
+from meshsr.learn.training import train_pair, write_history
 from train_helpers import TINY_TRAIN, write_tiny_pair
 
 PNG = b"\x89PNG\r\n\x1a\n"

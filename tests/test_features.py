@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from meshsr.bundle import MeshBundle
-from meshsr.cache import PairCache
+from meshsr.mesh.bundle import MeshBundle
+from meshsr.cache.format import PairCache
 from meshsr.errors import InputError
-from meshsr.features import FeatureBuilder, Stencil, neighbour_average
-from meshsr.operator import InterpolationOperator
-from meshsr.pair_data import PairData, load_pair_data
-from meshsr.recovery import GradientRecovery
+from meshsr.learn.features import FeatureBuilder, Stencil, neighbour_average
+from meshsr.interp.operator import InterpolationOperator
+from meshsr.learn.pair_data import PairData, load_pair_data
+from meshsr.mesh.recovery import GradientRecovery
 from train_helpers import write_tiny_pair
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from meshsr import hashing
-from meshsr.hashing import file_sha256, memoised_sha256, read_memo
+from meshsr.provenance import digests as hashing
+from meshsr.provenance.digests import file_sha256, memoised_sha256, read_memo
 
 
 @pytest.fixture

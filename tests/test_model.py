@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from meshsr.errors import InputError
-from meshsr.model import MeshGNN, ModelConfig, ResidualMLP, build_model, mean_adjacency, mesh_edges
-from meshsr.normalisation import Normalisation
-from meshsr.trained_model import TrainedModel
+from meshsr.learn.model import MeshGNN, ModelConfig, ResidualMLP, build_model, mean_adjacency, mesh_edges
+from meshsr.learn.normalisation import Normalisation
+from meshsr.learn.trained_model import TrainedModel
 
 SQUARE = np.array([[0, 1, 2], [1, 3, 2]])  # two triangles sharing the edge (1, 2)
 

@@ -7,7 +7,9 @@ import pytest
 from scipy.interpolate import LinearNDInterpolator
 from scipy.spatial import Delaunay
 
-from meshsr.operator import InterpolationOperator, locate_points
+from meshsr.interp.locate import locate_points
+
+from meshsr.interp.operator import InterpolationOperator
 
 
 def grid_mesh_long_diagonals(n: int = 12, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

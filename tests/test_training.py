@@ -9,15 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from meshsr.bundle import load_bundle, save_bundle
-from meshsr.cache import StaleCacheError, make_pair_cache, read_pair_cache, write_pair_cache
+from meshsr.mesh.bundle import load_bundle, save_bundle
+from meshsr.cache.build import make_pair_cache
+from meshsr.cache.format import read_pair_cache, write_pair_cache
+from meshsr.cache.freshness import StaleCacheError
 from meshsr.errors import InputError
-from meshsr.features import FeatureBuilder
-from meshsr.pair_data import load_pair_data
-from meshsr.splits import make_splits, peek_shape
-from meshsr.train_settings import TrainSettings, check_pairs
-from meshsr.training import build_tensors, pick_device, train_job, train_pair
-from meshsr.trained_model import TrainedModel
+from meshsr.learn.features import FeatureBuilder
+from meshsr.learn.pair_data import load_pair_data
+from meshsr.learn.splits import make_splits
+from meshsr.mesh.bundle import peek_shape
+from meshsr.learn.settings import TrainSettings, check_pairs
+from meshsr.learn.device import pick_device
+from meshsr.learn.training import build_tensors, train_job, train_pair
+from meshsr.learn.trained_model import TrainedModel
 from train_helpers import TINY_TRAIN, write_tiny_pair
 
 RESOLUTIONS = ["coarse", "medium", "fine"]

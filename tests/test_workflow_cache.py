@@ -25,8 +25,9 @@ from cache_helpers import (
     wait_until_quiet,
 )
 from conftest import Workflow, copy_workflow, job_counts, snakemake_executable
-from meshsr.cache import StaleCacheError, check_fresh, read_pair_cache
-from meshsr.hashing import file_sha256, read_memo
+from meshsr.cache.format import read_pair_cache
+from meshsr.cache.freshness import StaleCacheError, check_fresh
+from meshsr.provenance.digests import file_sha256, read_memo
 
 pytestmark = pytest.mark.integration
 

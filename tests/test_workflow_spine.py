@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from meshsr.bundle import load_bundle, save_bundle
+from meshsr.mesh.bundle import load_bundle, save_bundle
 
 pytestmark = pytest.mark.integration
 

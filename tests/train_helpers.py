@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from meshsr.bundle import save_bundle
-from meshsr.cache import make_pair_cache, write_pair_cache
-from meshsr.example import ExampleSettings, generate_example
+from meshsr.mesh.bundle import save_bundle
+from meshsr.cache.build import make_pair_cache
+from meshsr.cache.format import write_pair_cache
+from meshsr.example.solver import ExampleSettings, generate_example
 
 TINY_TRAIN = {
     "hidden": 32,

@@ -35,8 +35,8 @@ from scipy.sparse import csc_matrix
 from scipy.sparse.linalg import splu
 from skfem import Basis, BilinearForm, ElementTriP1, LinearForm, MeshTri, asm
 
-from meshsr.bundle import MeshBundle
-from meshsr.example_mesh import HEIGHT, HOLE_CENTRE, HOLE_RADIUS, make_mesh
+from meshsr.mesh.bundle import MeshBundle
+from meshsr.example.mesh import HEIGHT, HOLE_CENTRE, HOLE_RADIUS, make_mesh
 
 
 @dataclass(frozen=True)

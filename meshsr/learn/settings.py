@@ -6,8 +6,8 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from meshsr.errors import InputError
-from meshsr.model import KINDS
 
+KINDS = ("mlp", "gnn")  # the residual networks of meshsr.learn.model
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -30,7 +30,7 @@ class TrainSettings:
     device: str = "auto"
     threads: int = 2
     test_simulations: tuple[int, ...] = (-1,)
-    validation_simulations: tuple[int, ...] | None = None  # None: automatic (meshsr.splits)
+    validation_simulations: tuple[int, ...] | None = None  # None: automatic (meshsr.learn.splits)
     use_coordinates: bool = True
     panel_frame: int = -1
 

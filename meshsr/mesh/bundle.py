@@ -180,3 +180,23 @@ def check_compatible(bundles: dict[str, MeshBundle]) -> None:
     if len(set(shapes.values())) > 1:
         listing = ", ".join(f"{k}: S,T,F={v}" for k, v in shapes.items())
         raise InputError(None, f"mesh bundles disagree on (S, T, F): {listing}")
+
+
+def peek_shape(path: str | Path, known: tuple[int, int] | None = None) -> tuple[int, int] | None:
+    """(S, T) of a mesh input without loading it: ``known`` if given, the ``fields`` header of
+    an ``.npz`` bundle, (1, 1) for other (single-snapshot) formats, None when it cannot be told."""
+    if known is not None:
+        return known
+    path = Path(path)
+    if not path.is_file():
+        return None
+    if path.suffix != ".npz":
+        return (1, 1)
+    try:
+        with zipfile.ZipFile(path) as zf, zf.open("fields.npy") as fh:
+            version = np.lib.format.read_magic(fh)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape = read(fh)[0]
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None  # the job's own reader reports what is wrong with the file
+    return (int(shape[0]), int(shape[1])) if len(shape) == 4 else None

@@ -21,7 +21,8 @@ from datetime import datetime
 from pathlib import Path
 
 from meshsr.atomic import atomic_open
-from meshsr.cache import CacheError, StaleCacheError, check_fresh, inspect_pair_cache, rebuild_command
+from meshsr.cache.format import CacheError, inspect_pair_cache
+from meshsr.cache.freshness import StaleCacheError, check_fresh, rebuild_command
 
 PAIR_FILE = re.compile(r"^([A-Za-z0-9-]+)_([A-Za-z0-9-]+)\.npz$")
 TEMP_FILE = re.compile(r"^\.tmp-([A-Za-z0-9-]+_[A-Za-z0-9-]+)\.npz-")

@@ -22,7 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-KINDS = ("mlp", "gnn")
+from meshsr.learn.settings import KINDS
+from meshsr.mesh.geometry import mesh_edges
+
 
 
 @dataclass(frozen=True)
@@ -97,17 +99,6 @@ class MeshGNN(nn.Module):
 
 def build_model(config: ModelConfig) -> nn.Module:
     return ResidualMLP(config) if config.kind == "mlp" else MeshGNN(config)
-
-
-def mesh_edges(cells: np.ndarray, n_nodes: int) -> np.ndarray:
-    """Unique undirected edges (E, 2), i < j, of a simplicial mesh."""
-    cells = np.asarray(cells, dtype=np.int64)
-    k = cells.shape[1]
-    pairs = np.concatenate([cells[:, [i, j]] for i in range(k) for j in range(i + 1, k)])
-    pairs = np.sort(pairs, axis=1)
-    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
-    keys = np.unique(pairs[:, 0] * n_nodes + pairs[:, 1])
-    return np.column_stack([keys // n_nodes, keys % n_nodes])
 
 
 def mean_adjacency(cells: np.ndarray, n_nodes: int, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -13,7 +13,6 @@ simulations picks the checkpoint that is kept.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -26,39 +25,17 @@ from tqdm import tqdm
 
 from meshsr.atomic import atomic_open
 from meshsr.errors import InputError
-from meshsr.features import FeatureBuilder
-from meshsr.model import ModelConfig, build_model, mean_adjacency
-from meshsr.normalisation import Normalisation
-from meshsr.pair_data import PairData, load_pair_data
-from meshsr.splits import Splits, make_splits, peek_shape
-from meshsr.train_settings import TrainSettings, check_pairs
-from meshsr.trained_model import TrainedModel
+from meshsr.learn.device import make_deterministic, pick_device
+from meshsr.learn.features import FeatureBuilder
+from meshsr.learn.model import ModelConfig, build_model, mean_adjacency
+from meshsr.learn.normalisation import Normalisation
+from meshsr.learn.pair_data import PairData, load_pair_data
+from meshsr.learn.splits import Splits, make_splits
+from meshsr.mesh.bundle import peek_shape
+from meshsr.learn.settings import TrainSettings, check_pairs
+from meshsr.learn.trained_model import TrainedModel
 
 log_default = logging.getLogger("meshsr")
-
-
-def pick_device(setting: str) -> torch.device:
-    """``auto``: CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise InputError(None, "config train.device is 'cuda' but no CUDA device is available (use 'auto' or 'cpu')")
-    if setting in ("cuda", "auto") and torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def make_deterministic(seed: int, device: torch.device, threads: int) -> torch.Generator:
-    """Seed torch, insist on deterministic kernels and return the generator for batch order.
-
-    Results are reproducible for a fixed seed, device and thread count.
-    """
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.manual_seed(seed)
-    # CUDA's sparse and scatter kernels have no deterministic variant; warn there instead of failing.
-    torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
-    torch.set_num_threads(threads)
-    generator = torch.Generator(device="cpu")
-    generator.manual_seed(seed)
-    return generator
 
 
 @dataclass

@@ -14,8 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from meshsr.bundle import MeshBundle, load_bundle
-from meshsr.cache import PairCache, check_fresh, make_pair_cache, read_pair_cache
+from meshsr.mesh.bundle import MeshBundle, load_bundle
+from meshsr.cache.build import make_pair_cache
+from meshsr.cache.format import PairCache, read_pair_cache
+from meshsr.cache.freshness import check_fresh
 from meshsr.errors import InputError
 
 

@@ -23,14 +23,14 @@ import pandas as pd
 import torch
 
 from meshsr.atomic import atomic_open, atomic_savez
-from meshsr.cache import relative_l2
+from meshsr.evaluate.norms import relative_l2
 from meshsr.errors import InputError
-from meshsr.features import FeatureBuilder
-from meshsr.model import mean_adjacency
-from meshsr.pair_data import PairData, load_pair_data
-from meshsr.splits import SPLITS, Splits
-from meshsr.trained_model import TrainedModel
-from meshsr.training import pick_device
+from meshsr.learn.features import FeatureBuilder
+from meshsr.learn.model import mean_adjacency
+from meshsr.learn.pair_data import PairData, load_pair_data
+from meshsr.learn.splits import SPLITS, Splits
+from meshsr.learn.trained_model import TrainedModel
+from meshsr.learn.device import pick_device
 
 log_default = logging.getLogger("meshsr")
 METRIC_COLUMNS = ["split", "simulation", "field", "rel_l2_interp", "rel_l2_model", "rmse_interp", "rmse_model", "improvement"]

@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from meshsr.atomic import atomic_path  # noqa: E402
-from meshsr.bundle import load_bundle  # noqa: E402
+from meshsr.mesh.bundle import load_bundle  # noqa: E402
 from meshsr.errors import InputError  # noqa: E402
 
 DPI = 100

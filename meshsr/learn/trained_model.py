@@ -16,8 +16,8 @@ from torch import nn
 
 from meshsr.atomic import atomic_path
 from meshsr.errors import InputError
-from meshsr.model import ModelConfig, build_model
-from meshsr.normalisation import Normalisation
+from meshsr.learn.model import ModelConfig, build_model
+from meshsr.learn.normalisation import Normalisation
 
 FORMAT_VERSION = 1
 
@@ -68,7 +68,7 @@ class TrainedModel:
             "format_version": FORMAT_VERSION,
             "model": self.config.to_dict(),
             "state_dict": {k: v.detach().cpu().clone() for k, v in self.network.state_dict().items()},
-            "normalisation": self.normalisation.to_state(),
+            "normalisation": {k: torch.as_tensor(v) for k, v in self.normalisation.to_state().items()},
             "feature_names": list(self.feature_names),
             "feature_options": self.feature_options,
             "field_names": list(self.field_names),

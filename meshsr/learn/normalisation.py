@@ -13,10 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields
 
 import numpy as np
-import torch
 
 
-def _moments(chunks: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def moments(chunks: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean, standard deviation and root mean square over all but the last axis (float64 sums)."""
     count, total, squares = 0, 0.0, 0.0
     for chunk in chunks:
@@ -41,8 +40,8 @@ class Normalisation:
 
     @classmethod
     def fit(cls, features: Iterable[np.ndarray], residuals: Iterable[np.ndarray]) -> Normalisation:
-        mean, std, _ = _moments(features)
-        return cls(mean, std, _moments(residuals)[2])
+        mean, std, _ = moments(features)
+        return cls(mean, std, moments(residuals)[2])
 
     def features(self, x: np.ndarray) -> np.ndarray:
         return ((x - self.feature_mean) / self.feature_std).astype(np.float32)
@@ -54,9 +53,11 @@ class Normalisation:
         """Factor from the network output to the standardised target: local scale / residual RMS."""
         return (scale / self.target_rms).astype(np.float32)
 
-    def to_state(self) -> dict[str, torch.Tensor]:
-        return {f.name: torch.as_tensor(getattr(self, f.name), dtype=torch.float64) for f in fields(self)}
+    def to_state(self) -> dict[str, np.ndarray]:
+        """float64 arrays by name (the model file stores them as tensors)."""
+        return {f.name: np.asarray(getattr(self, f.name), dtype=np.float64) for f in fields(self)}
 
     @classmethod
-    def from_state(cls, state: dict[str, torch.Tensor]) -> Normalisation:
-        return cls(**{f.name: state[f.name].numpy().astype(np.float64) for f in fields(cls)})
+    def from_state(cls, state: dict) -> Normalisation:
+        """From arrays or tensors by name."""
+        return cls(**{f.name: np.asarray(state[f.name], dtype=np.float64) for f in fields(cls)})

@@ -7,7 +7,7 @@ reordered so that :math:`\\lambda_0 \\ge \\lambda_1 \\ge \\dots`), per field :ma
 * ``interp``: :math:`I u(x) = \\sum_i \\lambda_i u(v_i)` (the cached interpolation);
 * ``vertex{i}``: :math:`u(v_i) - I u(x)`;
 * ``grad_corr``: :math:`\\sum_i \\lambda_i\\, G u(v_i) \\cdot (x - v_i)` with the recovered
-  gradient :math:`G u` (:mod:`meshsr.recovery`); :math:`I u + \\tfrac12` of it is exact
+  gradient :math:`G u` (:mod:`meshsr.mesh.recovery`); :math:`I u + \\tfrac12` of it is exact
   for quadratics when :math:`G u` is;
 * ``hess_corr``: :math:`\\sum_i \\lambda_i (x - v_i)^\\top (I H u)(x) (x - v_i)`, twice the
   P1 interpolation error of a quadratic with the interpolated recovered Hessian;
@@ -42,9 +42,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from meshsr.errors import InputError
-from meshsr.operator import InterpolationOperator
-from meshsr.pair_data import PairData
-from meshsr.recovery import GradientRecovery
+from meshsr.interp.operator import InterpolationOperator
+from meshsr.learn.normalisation import moments
+from meshsr.learn.pair_data import PairData
+from meshsr.mesh.geometry import cell_sizes, mean_edge_length, neighbour_average
+from meshsr.mesh.recovery import GradientRecovery
 
 SMOOTHING_STEPS = (1, 2, 4, 8)
 SHIFTS = (0.5, 1.0, 2.0)
@@ -88,32 +90,6 @@ class Stencil:
         weights = np.take_along_axis(weights, order, axis=1)
         offsets = dst_points[:, None, :] - src_points[vertices]
         return cls(vertices=vertices, weights=weights, offsets=offsets)
-
-
-def cell_sizes(points: np.ndarray, cells: np.ndarray) -> np.ndarray:
-    """:math:`|K|^{1/D}` of every cell (volume up to the constant 1/D!)."""
-    verts = points[cells]
-    edges = verts[:, 1:] - verts[:, :1]
-    return np.abs(np.linalg.det(edges)) ** (1.0 / points.shape[1])
-
-
-def neighbour_average(cells: np.ndarray, n_nodes: int) -> sp.csr_matrix:
-    """:math:`S`: the mean of a node and its mesh neighbours (edges of the cells)."""
-    cells = np.asarray(cells, dtype=np.int64)
-    k = cells.shape[1]
-    rows = np.concatenate([cells[:, i] for i in range(k) for j in range(k) if i != j])
-    cols = np.concatenate([cells[:, j] for i in range(k) for j in range(k) if i != j])
-    adjacency = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_nodes, n_nodes))
-    adjacency.data[:] = 1.0  # an edge shared by several cells still counts once
-    adjacency = adjacency + sp.eye(n_nodes, format="csr")
-    degree = np.asarray(adjacency.sum(axis=1)).ravel()
-    return (sp.diags(1.0 / degree) @ adjacency).tocsr()
-
-
-def mean_edge_length(points: np.ndarray, cells: np.ndarray) -> float:
-    k = cells.shape[1]
-    pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
-    return float(np.mean([np.linalg.norm(points[cells[:, i]] - points[cells[:, j]], axis=1).mean() for i, j in pairs]))
 
 
 def shift_vectors(dim: int) -> list[tuple[str, np.ndarray]]:
@@ -194,14 +170,8 @@ class FeatureBuilder:
         """A builder whose scale floor comes from the training data's field spread (``frames``: all if None)."""
         fields = data.cache.coarse_interp
         picked = list(range(fields.shape[1]) if frames is None else frames)
-        moments = np.zeros((2, fields.shape[3]))
-        for sim in train:
-            x = fields[sim][picked].astype(np.float64).reshape(-1, fields.shape[3])
-            moments += [x.sum(axis=0), (x**2).sum(axis=0)]
-        count = len(train) * len(picked) * fields.shape[2]
-        mean = moments[0] / count
-        std = np.sqrt(np.maximum(moments[1] / count - mean**2, 0.0))
-        return cls(data, use_coordinates, np.where(std > 0, std, 1.0))
+        _, std, _ = moments(fields[sim][picked] for sim in train)
+        return cls(data, use_coordinates, std)
 
     @property
     def options(self) -> dict:

@@ -8,22 +8,18 @@ One uncompressed ``.npz`` per ordered resolution pair holds
 * ``extrapolated``   bool (N_dst,)
 * ``meta``           0-d str, JSON: provenance, input sha256 digests, sizes, versions
 
-Readers never unpickle, validate every array, and compare the recorded input digests
-with the current inputs before trusting the numbers.
+Readers never unpickle and validate every array before trusting the numbers; whether a
+valid cache still belongs to its inputs is :mod:`meshsr.cache.freshness`'s question.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import os
 import platform
 import struct
-import time
 import zipfile
 import zlib
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
@@ -32,10 +28,9 @@ import scipy.sparse as sp
 
 from meshsr import __version__
 from meshsr.atomic import atomic_savez
-from meshsr.bundle import MeshBundle, check_compatible, load_bundle
+from meshsr.cache.freshness import rebuild_command
 from meshsr.errors import InputError
-from meshsr.hashing import file_sha256, memoised_sha256
-from meshsr.operator import METHOD, InterpolationOperator
+from meshsr.interp.operator import InterpolationOperator
 
 FORMAT_VERSION = 1
 ARRAY_KEYS = (
@@ -52,10 +47,6 @@ ARRAY_KEYS = (
 
 class CacheError(InputError):
     """A cache file that cannot be read as a valid pair cache (truncated, foreign, hostile)."""
-
-
-class StaleCacheError(InputError):
-    """A valid cache whose recorded input digests no longer match the inputs."""
 
 
 @dataclass
@@ -75,64 +66,6 @@ def package_versions() -> dict[str, str]:
     import scipy
 
     return {"meshsr": __version__, "numpy": np.__version__, "scipy": scipy.__version__, "python": platform.python_version()}
-
-
-def relative_l2(estimate: np.ndarray, truth: np.ndarray, axis: tuple[int, ...] | None = None) -> np.ndarray:
-    r"""Relative L2 error :math:`\|e - t\|_2 / \|t\|_2` over ``axis`` (all axes when None)."""
-    estimate = np.asarray(estimate, dtype=np.float64)
-    truth = np.asarray(truth, dtype=np.float64)
-    num = np.sqrt(np.sum((estimate - truth) ** 2, axis=axis))
-    den = np.sqrt(np.sum(truth**2, axis=axis))
-    return num / np.maximum(den, np.finfo(float).tiny)
-
-
-def build_pair(src: MeshBundle, dst: MeshBundle) -> tuple[InterpolationOperator, np.ndarray, np.ndarray]:
-    """Operator, interpolated source fields and destination fields for one pair (both float32)."""
-    check_compatible({"source": src, "target": dst})
-    if src.dim != dst.dim:
-        raise InputError(None, f"source mesh is {src.dim}D but target mesh is {dst.dim}D")
-    operator = InterpolationOperator.build(src.points, src.cells, dst.points)
-    coarse_interp = operator.apply(src.fields, dtype=np.float32)
-    return operator, coarse_interp, np.asarray(dst.fields, dtype=np.float32)
-
-
-def make_pair_cache(
-    src_path: str | Path,
-    dst_path: str | Path,
-    src_name: str,
-    dst_name: str,
-    bundles: tuple[MeshBundle, MeshBundle] | None = None,
-) -> PairCache:
-    """Build the pair in memory and describe it in ``meta``.
-
-    ``bundles`` are the two inputs already loaded from ``src_path`` and ``dst_path``
-    (a caller that needs the meshes anyway passes them, so nothing is read twice).
-    """
-    src, dst = bundles if bundles is not None else (load_bundle(src_path), load_bundle(dst_path))
-    try:
-        operator, coarse_interp, fine_features = build_pair(src, dst)
-    except InputError as exc:
-        raise InputError(f"{src_path} / {dst_path}", exc.problem) from None
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "source": src_name,
-        "target": dst_name,
-        "source_path": str(src_path),
-        "target_path": str(dst_path),
-        "source_sha256": file_sha256(src_path),
-        "target_sha256": file_sha256(dst_path),
-        "method": METHOD,
-        "n_source": src.n_nodes,
-        "n_target": dst.n_nodes,
-        "n_extrapolated": int(operator.extrapolated.sum()),
-        "n_simulations": src.n_simulations,
-        "n_frames": src.n_frames,
-        "n_fields": src.n_fields,
-        "field_names": dst.field_names or src.field_names or [f"field{i}" for i in range(src.n_fields)],
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": package_versions(),
-    }
-    return PairCache(coarse_interp=coarse_interp, fine_features=fine_features, operator=operator, meta=meta)
 
 
 def write_pair_cache(path: str | Path, cache: PairCache) -> None:
@@ -332,73 +265,3 @@ def _inspect_pair_cache(path: Path) -> CacheSummary:
     return CacheSummary(meta=meta, shape=(s, t, n, f), operator_shape=op_shape, n_extrapolated=n_extrapolated)
 
 
-DEFAULT_CACHE_DIR = "results/cache"
-
-
-def rebuild_command(path: str | Path, cache_dir: str | Path | None = None) -> str:
-    """The command that rebuilds the cache at ``path``, whatever Snakemake's records say.
-
-    ``--force`` reruns the job even when Snakemake has no reason to (a cache written by
-    another working directory sharing the cache dir, or records lost with ``.snakemake``).
-    """
-    path = Path(path)
-    cache_dir = Path(cache_dir) if cache_dir is not None else path.parent
-    is_default = os.path.normpath(cache_dir) == os.path.normpath(DEFAULT_CACHE_DIR)
-    config = "" if is_default else f" --config cache_dir={cache_dir}"
-    return f"snakemake --cores 1 --force{config} {path}"
-
-
-def _current_digest(path: str | Path, memo: str | Path | None) -> str | None:
-    try:
-        return memoised_sha256(path, memo) if memo is not None else file_sha256(path)
-    except FileNotFoundError:
-        return None
-
-
-def check_fresh(
-    cache: PairCache | CacheSummary,
-    path: str | Path,
-    src_path: str | Path,
-    dst_path: str | Path,
-    rebuild: str | None = None,
-    *,
-    memo: str | Path | None = None,
-) -> None:
-    """Refuse a cache whose recorded input digests differ from the current input files.
-
-    ``rebuild`` is the command quoted in the refusal (default :func:`rebuild_command`);
-    ``memo`` reuses the workflow's digest memo instead of rehashing unchanged inputs.
-    """
-    rebuild = rebuild or rebuild_command(path)
-    pair = f"{cache.meta.get('source')}_{cache.meta.get('target')}"
-    for role, current in (("source", src_path), ("target", dst_path)):
-        digest = _current_digest(current, memo)
-        if digest is None:
-            raise StaleCacheError(
-                path,
-                f"cannot verify cache for pair {pair}: {role} input {current} does not exist; "
-                f"rebuild it with: {rebuild}",
-            )
-        if cache.meta.get(f"{role}_sha256") != digest:
-            raise StaleCacheError(
-                path,
-                f"stale cache for pair {pair}: {role} input {current} changed since the cache was built; "
-                f"rebuild it with: {rebuild}",
-            )
-
-
-def build_and_write(
-    src_path: str | Path, dst_path: str | Path, src_name: str, dst_name: str, out_path: str | Path, log: logging.Logger
-) -> PairCache:
-    """Build one pair cache, log its numbers (sizes, extrapolation, interpolation error), write it."""
-    start = time.perf_counter()
-    cache = make_pair_cache(src_path, dst_path, src_name, dst_name)
-    m = cache.meta
-    log.info("pair %s -> %s: %d -> %d nodes, S=%d T=%d F=%d", src_name, dst_name, m["n_source"], m["n_target"], m["n_simulations"], m["n_frames"], m["n_fields"])
-    log.info("extrapolated target nodes (outside every source cell): %d", m["n_extrapolated"])
-    errors = relative_l2(cache.coarse_interp, cache.fine_features, axis=(0, 1, 2))
-    for name, err in zip(m["field_names"], errors):
-        log.info("relative L2 of interpolated %s vs %s, field %s: %.2f %%", src_name, dst_name, name, 100 * err)
-    write_pair_cache(out_path, cache)
-    log.info("wrote %s in %.2f s", out_path, time.perf_counter() - start)
-    return cache

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from meshsr.mesh.geometry import affine_maps
+
 
 @dataclass
 class GradientRecovery:
@@ -32,16 +34,10 @@ class GradientRecovery:
         points = np.asarray(points, dtype=np.float64)
         cells = np.asarray(cells, dtype=np.int64)
         n, d = points.shape
-        verts = points[cells]
-        edges = np.swapaxes(verts[:, 1:] - verts[:, :1], 1, 2)  # columns v_i - v_0
-        det = np.linalg.det(edges)
-        lo, hi = verts.min(axis=1), verts.max(axis=1)
-        scale = np.maximum(np.prod(hi - lo, axis=1), np.finfo(float).tiny)
-        good = np.abs(det) > 1e-12 * scale
-        inv = np.zeros_like(edges)
-        inv[good] = np.linalg.inv(edges[good])  # rows: grad lambda_1 .. lambda_D
+        maps = affine_maps(points, cells)
+        inv = maps.inverse  # rows: grad lambda_1 .. lambda_D
         grad_lambda = np.concatenate([-inv.sum(axis=1, keepdims=True), inv], axis=1)
-        volume = np.where(good, np.abs(det), 0.0)
+        volume = np.where(maps.nondegenerate, np.abs(maps.determinant), 0.0)
         m = len(cells)
         weights = sp.csr_matrix((np.repeat(volume, d + 1), (cells.ravel(), np.repeat(np.arange(m), d + 1))), shape=(n, m))
         total = np.asarray(weights.sum(axis=1)).ravel()

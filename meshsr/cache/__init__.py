@@ -1,0 +1,1 @@
+"""Pair caches (contract 3): file format, building, freshness and the inventory."""

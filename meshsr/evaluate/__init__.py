@@ -1,0 +1,1 @@
+"""Evaluation: error norms, the metrics tables of a trained pair, and its plots."""

@@ -1,0 +1,1 @@
+"""The example data set: independently meshed resolutions of one advection-diffusion problem."""

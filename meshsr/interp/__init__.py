@@ -1,0 +1,1 @@
+"""Interpolation between meshes: point location and the sparse operator."""

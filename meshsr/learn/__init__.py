@@ -1,0 +1,1 @@
+"""Learning: settings, splits, features, normalisation, the networks and their training."""

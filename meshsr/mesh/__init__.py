@@ -1,0 +1,1 @@
+"""Meshes: bundles (contract 1), simplex geometry and recovered derivatives."""
