@@ -49,8 +49,8 @@ def rewrite(path: Path, **changes) -> None:
 def test_round_trip_and_inspect_agree(pair):
     cache = read_pair_cache(pair["cache"])
     summary = inspect_pair_cache(pair["cache"])
-    assert cache.coarse_interp.dtype == np.float32 and cache.coarse_interp.shape == (2, 3, 169, 2)
-    assert summary.shape == cache.coarse_interp.shape
+    assert cache.interpolated.dtype == np.float32 and cache.interpolated.shape == (2, 3, 169, 2)
+    assert summary.shape == cache.interpolated.shape
     assert summary.operator_shape == cache.operator.matrix.shape == (169, 64)
     assert summary.n_extrapolated == int(cache.extrapolated.sum())
     assert summary.meta == cache.meta
@@ -139,10 +139,10 @@ def test_header_disagreeing_with_member_size_is_refused(reader, pair):
 
 @pytest.mark.parametrize("reader", READERS)
 def test_fortran_ordered_fields_are_valid(reader, pair):
-    expected = read_pair_cache(pair["cache"]).coarse_interp
+    expected = read_pair_cache(pair["cache"]).interpolated
     rewrite(pair["cache"], coarse_interp=np.asfortranarray(expected))
     assert reader(pair["cache"]).meta["source"] == "a"
-    np.testing.assert_array_equal(read_pair_cache(pair["cache"]).coarse_interp, expected)
+    np.testing.assert_array_equal(read_pair_cache(pair["cache"]).interpolated, expected)
 
 
 def test_fresh_cache_passes(pair):

@@ -33,10 +33,10 @@ def test_metrics_have_one_row_per_split_simulation_and_field(trained_pair):
     assert len(ev.metrics) == 3 * 2
     assert ev.metrics.groupby("simulation")["split"].first().tolist() == ["train", "validation", "test"]
     row = ev.metrics[(ev.metrics.simulation == 2) & (ev.metrics.field == "heat")].iloc[0]
-    expected = relative_l2(data.cache.coarse_interp[2, ..., 1], data.cache.fine_features[2, ..., 1])
+    expected = relative_l2(data.cache.interpolated[2, ..., 1], data.cache.target_fields[2, ..., 1])
     assert row.rel_l2_interp == pytest.approx(expected, rel=1e-9)
     assert row.improvement == pytest.approx(row.rel_l2_interp / row.rel_l2_model)
-    diff = data.cache.coarse_interp[2, ..., 1].astype(np.float64) - data.cache.fine_features[2, ..., 1]
+    diff = data.cache.interpolated[2, ..., 1].astype(np.float64) - data.cache.target_fields[2, ..., 1]
     assert row.rmse_interp == pytest.approx(np.sqrt(np.mean(diff**2)), rel=1e-9)
     assert ev.metrics.rel_l2_model.gt(0).all()
 
@@ -51,8 +51,8 @@ def test_frames_summary_and_panel(trained_pair):
     per_field = ev.summary[(ev.summary.split == "test") & (ev.summary.field != "mean over fields")]
     assert test_mean.rel_l2_model == pytest.approx(per_field.rel_l2_model.mean())
     assert int(ev.panel["simulation"]) == 2 and int(ev.panel["frame"]) == 2
-    assert np.array_equal(ev.panel["truth"], data.cache.fine_features[2, 2])
-    assert np.array_equal(ev.panel["interp"], data.cache.coarse_interp[2, 2])
+    assert np.array_equal(ev.panel["truth"], data.cache.target_fields[2, 2])
+    assert np.array_equal(ev.panel["interp"], data.cache.interpolated[2, 2])
     assert ev.panel["prediction"].shape == (n, f)
 
 
@@ -89,7 +89,7 @@ def test_evaluate_job_writes_every_table_and_plots_render(trained_pair, tmp_path
     history = pd.read_csv(tmp_path / "history.csv")
     assert history["kept"].sum() == 1 and history.loc[history["kept"], "epoch"].item() == trained.history["best_epoch"]
     plot_loss_curves(history, tmp_path / "loss.png", "loss")
-    plot_panel(data.dst.points, data.dst.cells, panel, tmp_path / "panel.png", "panel")
+    plot_panel(data.target_mesh.points, data.target_mesh.cells, panel, tmp_path / "panel.png", "panel")
     plot_error_vs_time(frames, tmp_path / "time.png", "time")
     for name in ("loss.png", "panel.png", "time.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG

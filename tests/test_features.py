@@ -40,14 +40,14 @@ def pair_from_function(func, n_src: int = 9, dst_points: np.ndarray | None = Non
     dst_fields = np.stack([func(dst_points, t) for t in times])[None].astype(np.float32)
     operator = InterpolationOperator.build(src_points, src_cells, dst_points)
     cache = PairCache(
-        coarse_interp=operator.apply(src_fields, dtype=np.float32),
-        fine_features=dst_fields,
+        interpolated=operator.apply(src_fields, dtype=np.float32),
+        target_fields=dst_fields,
         operator=operator,
         meta={"field_names": ["u"]},
     )
     src = MeshBundle(points=src_points, cells=src_cells, fields=src_fields)
     dst = MeshBundle(points=dst_points, cells=dst_cells, fields=dst_fields)
-    return PairData(source="a", target="b", cache=cache, src=src, dst=dst)
+    return PairData(source="a", target="b", cache=cache, source_mesh=src, target_mesh=dst)
 
 
 def column(builder: FeatureBuilder, name: str) -> int:
@@ -56,12 +56,12 @@ def column(builder: FeatureBuilder, name: str) -> int:
 
 def test_stencil_reproduces_the_cached_interpolation_with_sorted_weights():
     data = pair_from_function(lambda p, t: np.sin(3 * p[:, :1] + t) * np.cos(2 * p[:, 1:]))
-    stencil = Stencil.from_operator(data.cache.operator, data.src.points, data.dst.points)
+    stencil = Stencil.from_operator(data.cache.operator, data.source_mesh.points, data.target_mesh.points)
     assert np.all(np.diff(stencil.weights, axis=1) <= 0)
     np.testing.assert_allclose(stencil.weights.sum(axis=1), 1.0)
-    u = data.src.fields[0, :, :, 0].astype(np.float64)
+    u = data.source_mesh.fields[0, :, :, 0].astype(np.float64)
     recon = np.einsum("nk,tnk->tn", stencil.weights, u[:, stencil.vertices])
-    np.testing.assert_allclose(recon, data.cache.coarse_interp[0, :, :, 0], atol=1e-6)
+    np.testing.assert_allclose(recon, data.cache.interpolated[0, :, :, 0], atol=1e-6)
     # the offsets reproduce the node: sum_i lambda_i (x - v_i) = 0 (barycentric property)
     np.testing.assert_allclose(np.einsum("nk,nkd->nd", stencil.weights, stencil.offsets), 0.0, atol=1e-12)
 
@@ -69,7 +69,7 @@ def test_stencil_reproduces_the_cached_interpolation_with_sorted_weights():
 def test_extrapolated_rows_are_padded_with_the_nearest_node():
     dst = np.array([[0.5, 0.5], [1.5, 0.2], [0.3, -0.4]])  # two outside the source square
     data = pair_from_function(lambda p, t: p[:, :1] + t, dst_points=dst)
-    stencil = Stencil.from_operator(data.cache.operator, data.src.points, dst)
+    stencil = Stencil.from_operator(data.cache.operator, data.source_mesh.points, dst)
     assert data.cache.extrapolated.tolist() == [False, True, True]
     for row in (1, 2):
         assert stencil.weights[row].tolist() == [1.0, 0.0, 0.0]
@@ -86,7 +86,7 @@ def test_operator_rows_that_are_not_cells_are_refused():
     matrix[0, 0] = 1.0  # a located row with one entry: its cell cannot be read back
     bad = InterpolationOperator(matrix=sp.csr_matrix(matrix), extrapolated=data.cache.extrapolated)
     with pytest.raises(InputError, match="operator row 0 has 1 entries"):
-        Stencil.from_operator(bad, data.src.points, data.dst.points)
+        Stencil.from_operator(bad, data.source_mesh.points, data.target_mesh.points)
 
 
 def test_recovered_derivatives_are_exact_for_linear_and_quadratic_fields():
@@ -109,8 +109,8 @@ def test_gradient_correction_vanishes_for_linear_fields_and_helps_for_curved_one
     curved = pair_from_function(lambda p, t: np.sin(4 * p[:, :1] + t) * np.cos(3 * p[:, 1:]))
     b = FeatureBuilder(curved)
     features, scales = b.simulation(0)
-    interp = curved.cache.coarse_interp[0, ..., 0]
-    truth = curved.cache.fine_features[0, ..., 0]
+    interp = curved.cache.interpolated[0, ..., 0]
+    truth = curved.cache.target_fields[0, ..., 0]
     corrected = interp + 0.5 * features[..., column(b, "u:grad_corr")] * scales[..., 0]
     assert np.linalg.norm(corrected - truth) < 0.6 * np.linalg.norm(interp - truth)
 
@@ -131,8 +131,8 @@ def test_feature_layout_names_and_time_neighbours():
     data = pair_from_function(lambda p, t: p[:, :1] * (1 + t), frames=4)
     with_xy, without_xy = FeatureBuilder(data), FeatureBuilder(data, use_coordinates=False)
     features, scales = with_xy.simulation(0)
-    assert features.shape == (4, data.dst.n_nodes, with_xy.n_features) and features.dtype == np.float32
-    assert scales.shape == (4, data.dst.n_nodes, 1)
+    assert features.shape == (4, data.target_mesh.n_nodes, with_xy.n_features) and features.dtype == np.float32
+    assert scales.shape == (4, data.target_mesh.n_nodes, 1)
     assert with_xy.names[:2] == ["x0", "x1"] and "x0" not in without_xy.names
     assert without_xy.n_features == with_xy.n_features - 2
     prev, nxt = column(with_xy, "u:prev"), column(with_xy, "u:next")

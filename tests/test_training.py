@@ -118,7 +118,7 @@ def test_use_cache_false_builds_bit_identical_arrays_and_writes_nothing(tiny):
     mtime = tiny.cache.stat().st_mtime_ns
     built = load_pair_data("coarse", "fine", tiny.src, tiny.dst, None)
     cached = read_pair_cache(tiny.cache)
-    for name in ("coarse_interp", "fine_features", "extrapolated"):
+    for name in ("interpolated", "target_fields", "extrapolated"):
         a, b = getattr(built.cache, name), getattr(cached, name)
         assert a.dtype == b.dtype and np.array_equal(a, b), name
     m_built, m_cached = built.cache.operator.matrix, cached.operator.matrix
@@ -158,9 +158,9 @@ def test_normalisation_uses_the_training_split_only(tiny, tmp_path):
     builder = FeatureBuilder.for_training(data, splits.train)
     _, norm = build_tensors(builder, data, splits.train, frames, None, torch.device("cpu"))
     # change everything outside the training simulation: the statistics must not move
-    data.cache.coarse_interp[1:] *= 5.0
-    data.cache.fine_features[1:] *= 5.0
-    data.src.fields[1:] *= 5.0
+    data.cache.interpolated[1:] *= 5.0
+    data.cache.target_fields[1:] *= 5.0
+    data.source_mesh.fields[1:] *= 5.0
     builder2 = FeatureBuilder.for_training(data, splits.train)
     _, norm2 = build_tensors(builder2, data, splits.train, frames, None, torch.device("cpu"))
     assert builder2.options == builder.options
@@ -245,4 +245,4 @@ def test_cache_written_by_make_pair_cache_roundtrips(tiny, tmp_path):
     # guards the bit-identity claim above from the writer's side too
     path = tmp_path / "c.npz"
     write_pair_cache(path, make_pair_cache(tiny.src, tiny.dst, "coarse", "fine"))
-    assert np.array_equal(read_pair_cache(path).coarse_interp, read_pair_cache(tiny.cache).coarse_interp)
+    assert np.array_equal(read_pair_cache(path).interpolated, read_pair_cache(tiny.cache).interpolated)

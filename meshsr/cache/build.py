@@ -41,7 +41,7 @@ def make_pair_cache(
     """
     src, dst = bundles if bundles is not None else (load_bundle(src_path), load_bundle(dst_path))
     try:
-        operator, coarse_interp, fine_features = build_pair(src, dst)
+        operator, interpolated, target_fields = build_pair(src, dst)
     except InputError as exc:
         raise InputError(f"{src_path} / {dst_path}", exc.problem) from None
     meta = {
@@ -63,7 +63,7 @@ def make_pair_cache(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": package_versions(),
     }
-    return PairCache(coarse_interp=coarse_interp, fine_features=fine_features, operator=operator, meta=meta)
+    return PairCache(interpolated=interpolated, target_fields=target_fields, operator=operator, meta=meta)
 
 
 
@@ -77,7 +77,7 @@ def build_and_write(
     m = cache.meta
     log.info("pair %s -> %s: %d -> %d nodes, S=%d T=%d F=%d", src_name, dst_name, m["n_source"], m["n_target"], m["n_simulations"], m["n_frames"], m["n_fields"])
     log.info("extrapolated target nodes (outside every source cell): %d", m["n_extrapolated"])
-    errors = relative_l2(cache.coarse_interp, cache.fine_features, axis=(0, 1, 2))
+    errors = relative_l2(cache.interpolated, cache.target_fields, axis=(0, 1, 2))
     for name, err in zip(m["field_names"], errors):
         log.info("relative L2 of interpolated %s vs %s, field %s: %.2f %%", src_name, dst_name, name, 100 * err)
     write_pair_cache(out_path, cache)

@@ -51,8 +51,8 @@ class CacheError(InputError):
 
 @dataclass
 class PairCache:
-    coarse_interp: np.ndarray
-    fine_features: np.ndarray
+    interpolated: np.ndarray  # source fields on the target nodes: array 'coarse_interp'
+    target_fields: np.ndarray  # the target's own fields (ground truth): array 'fine_features'
     operator: InterpolationOperator
     meta: dict[str, Any]
 
@@ -73,8 +73,8 @@ def write_pair_cache(path: str | Path, cache: PairCache) -> None:
     matrix = cache.operator.matrix
     atomic_savez(
         path,
-        coarse_interp=np.ascontiguousarray(cache.coarse_interp, dtype=np.float32),
-        fine_features=np.ascontiguousarray(cache.fine_features, dtype=np.float32),
+        coarse_interp=np.ascontiguousarray(cache.interpolated, dtype=np.float32),
+        fine_features=np.ascontiguousarray(cache.target_fields, dtype=np.float32),
         op_indptr=matrix.indptr.astype(np.int64),
         op_indices=matrix.indices.astype(np.int64),
         op_data=matrix.data.astype(np.float64),

@@ -77,7 +77,7 @@ def evaluate_pair(
     trained.network.to(torch_device)
     builder = FeatureBuilder(data, **trained.feature_options)
     check_model_matches(trained, data, builder, model_path)
-    graph = mean_adjacency(data.dst.cells, n, torch_device) if trained.config.kind == "gnn" else None
+    graph = mean_adjacency(data.target_mesh.cells, n, torch_device) if trained.config.kind == "gnn" else None
     panel_sim = (splits.test or splits.validation)[0]
     frame = range(t_len)[panel_frame]
 
@@ -85,8 +85,8 @@ def evaluate_pair(
     panel: dict[str, np.ndarray] = {}
     for sim in range(s_count):
         split = splits.of(sim)
-        truth = data.cache.fine_features[sim].astype(np.float64)
-        interp = data.cache.coarse_interp[sim]
+        truth = data.cache.target_fields[sim].astype(np.float64)
+        interp = data.cache.interpolated[sim]
         features, scales = builder.simulation(sim)
         prediction = trained.predict(features, scales, interp, graph, torch_device)
         err_i, norm2 = _sums(interp, truth)
@@ -124,7 +124,7 @@ def evaluate_pair(
             panel = {
                 "interp": interp[frame],
                 "prediction": prediction[frame],
-                "truth": data.cache.fine_features[sim][frame],
+                "truth": data.cache.target_fields[sim][frame],
                 "simulation": np.array(sim),
                 "frame": np.array(frame),
                 "field_names": np.array(data.field_names, dtype=str),

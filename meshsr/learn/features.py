@@ -126,7 +126,7 @@ class FeatureBuilder:
     def __init__(self, data: PairData, use_coordinates: bool = True, field_std: np.ndarray | None = None) -> None:
         """``field_std``: per-field standard deviation of the training split (sets the scale floor)."""
         self.data = data
-        src, dst = data.src, data.dst
+        src, dst = data.source_mesh, data.target_mesh
         self.dim = dst.dim
         self.use_coordinates = use_coordinates
         self.stencil = Stencil.from_operator(data.cache.operator, src.points, dst.points)
@@ -168,7 +168,7 @@ class FeatureBuilder:
         cls, data: PairData, train: tuple[int, ...], frames: tuple[int, ...] | None = None, use_coordinates: bool = True
     ) -> FeatureBuilder:
         """A builder whose scale floor comes from the training data's field spread (``frames``: all if None)."""
-        fields = data.cache.coarse_interp
+        fields = data.cache.interpolated
         picked = list(range(fields.shape[1]) if frames is None else frames)
         _, std, _ = moments(fields[sim][picked] for sim in train)
         return cls(data, use_coordinates, std)
@@ -214,8 +214,8 @@ class FeatureBuilder:
         Source-mesh derivatives are computed for all frames at once; the destination-size
         work runs ``chunk`` frames at a time, so float64 temporaries stay small.
         """
-        u = np.asarray(self.data.src.fields[sim], dtype=np.float64)  # (T, N_src, F)
-        interp_all = self.data.cache.coarse_interp[sim]
+        u = np.asarray(self.data.source_mesh.fields[sim], dtype=np.float64)  # (T, N_src, F)
+        interp_all = self.data.cache.interpolated[sim]
         t_len, n, f = interp_all.shape
         upper = np.triu_indices(self.dim)
         grad = self.recovery.gradient(u)  # (T, N_src, F, D)

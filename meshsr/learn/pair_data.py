@@ -28,13 +28,13 @@ class PairData:
     source: str
     target: str
     cache: PairCache
-    src: MeshBundle
-    dst: MeshBundle
+    source_mesh: MeshBundle
+    target_mesh: MeshBundle
 
     @property
     def field_names(self) -> list[str]:
         names = self.cache.meta.get("field_names")
-        n_fields = self.cache.fine_features.shape[3]
+        n_fields = self.cache.target_fields.shape[3]
         if isinstance(names, list) and len(names) == n_fields:
             return [str(x) for x in names]
         return [f"field{i}" for i in range(n_fields)]
@@ -42,7 +42,7 @@ class PairData:
     @property
     def shape(self) -> tuple[int, int, int, int]:
         """(S, T, N_dst, F)."""
-        return tuple(self.cache.fine_features.shape)  # type: ignore[return-value]
+        return tuple(self.cache.target_fields.shape)  # type: ignore[return-value]
 
 
 def check_cache_matches(cache: PairCache, path: str | Path, source: str, target: str, src: MeshBundle, dst: MeshBundle) -> None:
@@ -54,7 +54,7 @@ def check_cache_matches(cache: PairCache, path: str | Path, source: str, target:
             f"pair cache was built for {meta.get('source')} -> {meta.get('target')}, "
             f"but this job trains {source} -> {target}",
         )
-    s, t, n, f = cache.fine_features.shape
+    s, t, n, f = cache.target_fields.shape
     expected = {"n_simulations": src.n_simulations, "n_frames": src.n_frames, "n_fields": src.n_fields}
     recorded = {k: meta.get(k) for k in expected}
     actual = {"n_simulations": s, "n_frames": t, "n_fields": f}
@@ -95,5 +95,5 @@ def load_pair_data(
         check_fresh(cache, cache_path, src_path, dst_path, rebuild=rebuild, memo=memo)
     if src.dim != dst.dim:
         raise InputError(f"{src_path} / {dst_path}", f"source mesh is {src.dim}D but target mesh is {dst.dim}D")
-    return PairData(source=source, target=target, cache=cache, src=src, dst=dst)
+    return PairData(source=source, target=target, cache=cache, source_mesh=src, target_mesh=dst)
 

@@ -49,7 +49,7 @@ class SplitTensors:
 
 def residual(data: PairData, sim: int) -> np.ndarray:
     """Target minus interpolation, (T, N, F) float32."""
-    return data.cache.fine_features[sim] - data.cache.coarse_interp[sim]
+    return data.cache.target_fields[sim] - data.cache.interpolated[sim]
 
 
 def build_tensors(
@@ -155,7 +155,7 @@ def train_pair(
         message_passing=settings.message_passing,
     )
     network = build_model(config).to(device)
-    graph = mean_adjacency(data.dst.cells, n, device) if config.kind == "gnn" else None
+    graph = mean_adjacency(data.target_mesh.cells, n, device) if config.kind == "gnn" else None
     log.info("model %s: %d parameters", config, sum(p.numel() for p in network.parameters()))
 
     total_steps = settings.epochs * settings.steps_per_epoch
