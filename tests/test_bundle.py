@@ -36,7 +36,13 @@ def test_round_trip(tmp_path):
 def test_missing_cells_use_delaunay(tmp_path):
     b = square_bundle()
     back = load_bundle(write(tmp_path / "b.npz", points=b.points, fields=b.fields))
-    assert back.cells.shape == (2, 3)
+    assert back.cells.shape == (2, 3) and back.cells.dtype == np.int64
+    # Two triangles over the four corners that tile the unit square: areas 1/2 each, every corner used.
+    verts = back.points[back.cells]
+    edges = verts[:, 1:] - verts[:, :1]
+    areas = np.abs(edges[:, 0, 0] * edges[:, 1, 1] - edges[:, 0, 1] * edges[:, 1, 0]) / 2
+    np.testing.assert_allclose(areas, [0.5, 0.5])
+    assert sorted(np.unique(back.cells)) == [0, 1, 2, 3]
 
 
 @pytest.mark.parametrize(

@@ -183,11 +183,17 @@ def test_first_moment_obeys_the_advection_balance():
 
 
 @pytest.mark.parametrize(
-    "bad",
-    [dict(n_frames=0), dict(t_end=0.0), dict(theta=0.3), dict(source_width=0.5), dict(diffusivities=(1e-3,))],
+    ("bad", "message"),
+    [
+        (dict(n_frames=0), "must be >= 1"),
+        (dict(t_end=0.0), "t_end must be positive"),
+        (dict(theta=0.3), "theta must lie in"),
+        (dict(source_width=0.5), "source_width must lie in"),
+        (dict(diffusivities=(1e-3,)), "equal length"),
+    ],
 )
-def test_settings_reject_nonsense(bad):
-    with pytest.raises(ValueError):
+def test_settings_reject_nonsense(bad, message):
+    with pytest.raises(ValueError, match=message):
         ExampleSettings(**bad)
 
 
