@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from meshsr.cache.format import FORMAT_VERSION, PairCache, package_versions, write_pair_cache
+from meshsr.cache.freshness import cache_code_fingerprint
 from meshsr.errors import InputError
 from meshsr.evaluate.norms import relative_l2
 from meshsr.interp.operator import METHOD, InterpolationOperator
@@ -36,6 +37,9 @@ def make_pair_cache(
 ) -> PairCache:
     """Build the pair in memory and describe it in ``meta``.
 
+    ``meta["code"]`` is the fingerprint of the code that built it (this module's import
+    closure), which readers compare with the running code.
+
     ``bundles`` are the two inputs already loaded from ``src_path`` and ``dst_path``
     (a caller that needs the meshes anyway passes them, so nothing is read twice).
     """
@@ -53,6 +57,7 @@ def make_pair_cache(
         "source_sha256": file_sha256(src_path),
         "target_sha256": file_sha256(dst_path),
         "method": METHOD,
+        "code": cache_code_fingerprint(),
         "n_source": src.n_nodes,
         "n_target": dst.n_nodes,
         "n_extrapolated": int(operator.extrapolated.sum()),
@@ -66,8 +71,6 @@ def make_pair_cache(
     return PairCache(interpolated=interpolated, target_fields=target_fields, operator=operator, meta=meta)
 
 
-
-
 def build_and_write(
     src_path: str | Path, dst_path: str | Path, src_name: str, dst_name: str, out_path: str | Path, log: logging.Logger
 ) -> PairCache:
@@ -75,8 +78,10 @@ def build_and_write(
     start = time.perf_counter()
     cache = make_pair_cache(src_path, dst_path, src_name, dst_name)
     m = cache.meta
-    log.info("pair %s -> %s: %d -> %d nodes, S=%d T=%d F=%d", src_name, dst_name, m["n_source"], m["n_target"], m["n_simulations"], m["n_frames"], m["n_fields"])
+    sizes = (m["n_source"], m["n_target"], m["n_simulations"], m["n_frames"], m["n_fields"])
+    log.info("pair %s -> %s: %d -> %d nodes, S=%d T=%d F=%d", src_name, dst_name, *sizes)
     log.info("extrapolated target nodes (outside every source cell): %d", m["n_extrapolated"])
+    log.info("cache code fingerprint: %s", m["code"])
     errors = relative_l2(cache.interpolated, cache.target_fields, axis=(0, 1, 2))
     for name, err in zip(m["field_names"], errors):
         log.info("relative L2 of interpolated %s vs %s, field %s: %.2f %%", src_name, dst_name, name, 100 * err)

@@ -8,8 +8,11 @@ One uncompressed ``.npz`` per ordered resolution pair holds
 * ``extrapolated``   bool (N_dst,)
 * ``meta``           0-d str, JSON: provenance, input sha256 digests, sizes, versions
 
-Readers never unpickle and validate every array before trusting the numbers; whether a
-valid cache still belongs to its inputs is :mod:`meshsr.cache.freshness`'s question.
+Readers never unpickle and validate every array before trusting the numbers.  A file
+whose ``meta`` names another ``format_version`` is well-formed data of another meshsr,
+not damage: it is refused as stale (:class:`~meshsr.cache.freshness.StaleCacheError`)
+before anything else of it is read.  Whether a valid cache still belongs to its inputs
+and to the running cache code is :mod:`meshsr.cache.freshness`'s question.
 """
 
 from __future__ import annotations
@@ -24,13 +27,12 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from meshsr import __version__
 from meshsr.atomic import atomic_savez
-from meshsr.cache.freshness import rebuild_command
+from meshsr.cache.freshness import rebuild_command, stale_cache_error
 from meshsr.errors import InputError
-from meshsr.interp.operator import InterpolationOperator
+from meshsr.interp.operator import METHOD, InterpolationOperator, operator_problem
 
 FORMAT_VERSION = 1
 ARRAY_KEYS = (
@@ -70,16 +72,11 @@ def package_versions() -> dict[str, str]:
 
 def write_pair_cache(path: str | Path, cache: PairCache) -> None:
     """Write ``cache`` atomically to ``path`` in the contract-3 layout."""
-    matrix = cache.operator.matrix
     atomic_savez(
         path,
         coarse_interp=np.ascontiguousarray(cache.interpolated, dtype=np.float32),
         fine_features=np.ascontiguousarray(cache.target_fields, dtype=np.float32),
-        op_indptr=matrix.indptr.astype(np.int64),
-        op_indices=matrix.indices.astype(np.int64),
-        op_data=matrix.data.astype(np.float64),
-        op_shape=np.array(matrix.shape, dtype=np.int64),
-        extrapolated=np.asarray(cache.operator.extrapolated, dtype=bool),
+        **cache.operator.arrays(),
         meta=np.array(json.dumps(cache.meta, sort_keys=True)),
     )
 
@@ -132,6 +129,26 @@ def _read_header(fh: IO[bytes], path: Path, key: str, member_size: int) -> _Head
     return _Header(tuple(int(n) for n in shape), dtype)
 
 
+def _read_meta(zf: zipfile.ZipFile, path: Path) -> dict[str, Any]:
+    """``meta`` as a dict, read first and without unpickling; another format_version is stale."""
+    _check("meta.npy" in zf.namelist(), path, "missing arrays ['meta']")
+    info = zf.getinfo("meta.npy")
+    with zf.open(info) as fh:
+        _read_header(fh, path, "meta", info.file_size)
+    with zf.open(info) as fh:
+        text = _meta_text(np.lib.format.read_array(fh, allow_pickle=False), path)
+    try:
+        meta = json.loads(text)
+    except ValueError:
+        meta = None
+    _check(isinstance(meta, dict), path, "'meta' is not a JSON object")
+    version = meta.get("format_version")
+    _check(isinstance(version, int), path, f"'meta' has no integer format_version ({version!r})")
+    if version != FORMAT_VERSION:
+        raise stale_cache_error(path, meta, f"format_version {version}, this meshsr reads {FORMAT_VERSION}")
+    return meta
+
+
 def _headers(zf: zipfile.ZipFile, path: Path) -> dict[str, _Header]:
     """Headers of every contract array, checked before any array data is read."""
     names = set(zf.namelist())
@@ -145,39 +162,13 @@ def _headers(zf: zipfile.ZipFile, path: Path) -> dict[str, _Header]:
     return headers
 
 
-def _check_layout(
-    path: Path, meta_text: str, headers: dict[str, _Header], small: dict[str, np.ndarray]
-) -> dict[str, Any]:
-    """Structural checks shared by the full reader and the streaming inspector; returns ``meta``."""
-    try:
-        meta = json.loads(meta_text)
-    except ValueError:
-        meta = None
-    _check(isinstance(meta, dict), path, "'meta' is not a JSON object")
-    version = meta.get("format_version")
-    _check(version == FORMAT_VERSION, path, f"format_version {version!r}, expected {FORMAT_VERSION}")
+def _check_layout(path: Path, headers: dict[str, _Header], small: dict[str, np.ndarray]) -> None:
+    """Structural checks shared by the full reader and the streaming inspector."""
     ci, ff = headers["coarse_interp"], headers["fine_features"]
     _check(ci.dtype == np.float32 and ff.dtype == np.float32, path, "field arrays must be float32")
     _check(len(ci.shape) == 4 and ci.shape == ff.shape, path, f"field shapes {ci.shape} and {ff.shape} differ")
-    op_shape = small["op_shape"]
-    _check(op_shape.shape == (2,) and np.issubdtype(op_shape.dtype, np.integer), path, "op_shape must be 2 integers")
-    shape = (int(op_shape[0]), int(op_shape[1]))
-    problem = f"operator shape {shape} does not match {ci.shape[2]} target nodes"
-    _check(shape[0] == ci.shape[2] and shape[1] > 0, path, problem)
-    indptr, indices, weights = small["op_indptr"], small["op_indices"], small["op_data"]
-    integer = all(np.issubdtype(a.dtype, np.integer) for a in (indptr, indices))
-    _check(integer, path, "operator indices must be integers")
-    _check(np.issubdtype(weights.dtype, np.floating), path, "operator weights must be floating point")
-    _check(indptr.ndim == 1 and len(indptr) == shape[0] + 1 and indptr[0] == 0, path, "op_indptr has the wrong length")
-    _check(indices.ndim == weights.ndim == 1, path, "operator indices/data must be 1-D")
-    _check(len(indices) == len(weights) == indptr[-1], path, "operator index/data lengths disagree")
-    _check(bool(np.all(np.diff(indptr) >= 0)), path, "op_indptr is not monotone")
-    in_range = len(indices) == 0 or (indices.min() >= 0 and indices.max() < shape[1])
-    _check(in_range, path, "operator indices out of range")
-    _check(bool(np.isfinite(weights).all()), path, "NaN/Inf in operator weights")
-    extrapolated = small["extrapolated"]
-    _check(extrapolated.dtype == bool and extrapolated.shape == (shape[0],), path, "'extrapolated' has the wrong shape")
-    return meta
+    problem = operator_problem(small, n_dst=ci.shape[2])
+    _check(problem is None, path, str(problem))
 
 
 def _meta_text(meta: np.ndarray, path: Path) -> str:
@@ -190,7 +181,8 @@ def read_pair_cache(path: str | Path) -> PairCache:
 
     Headers are checked first (object arrays, sizes), so a hostile or truncated file is
     refused before numpy allocates or unpickles anything.  The error names the file, the
-    problem and the command that rebuilds it.
+    problem and the command that rebuilds it.  A cache of another format version raises
+    :class:`~meshsr.cache.freshness.StaleCacheError` (same message shape) instead.
     """
     try:
         return _read_pair_cache(Path(path))
@@ -203,19 +195,19 @@ def _read_pair_cache(path: Path) -> PairCache:
         raise CacheError(path, "pair cache does not exist")
     try:
         with zipfile.ZipFile(path) as zf:
+            meta = _read_meta(zf, path)
             headers = _headers(zf, path)
         with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in ARRAY_KEYS}
+            arrays = {k: data[k] for k in ARRAY_KEYS if k != "meta"}
     except CacheError:
         raise
     except _READ_ERRORS as exc:
         raise CacheError(path, f"corrupt pair cache: cannot read it as a plain-array npz ({exc})") from None
-    meta = _check_layout(path, _meta_text(arrays["meta"], path), headers, arrays)
+    _check_layout(path, headers, arrays)
     ci, ff = arrays["coarse_interp"], arrays["fine_features"]
     _check(bool(np.isfinite(ci).all() and np.isfinite(ff).all()), path, "NaN/Inf in field arrays")
-    shape = tuple(int(x) for x in arrays["op_shape"])
-    matrix = sp.csr_matrix((arrays["op_data"], arrays["op_indices"], arrays["op_indptr"]), shape=shape)
-    return PairCache(ci, ff, InterpolationOperator(matrix=matrix, extrapolated=arrays["extrapolated"]), meta)
+    operator = InterpolationOperator.from_arrays(arrays, method=str(meta.get("method", METHOD)))
+    return PairCache(ci, ff, operator, meta)
 
 
 def _stream_finite(zf: zipfile.ZipFile, path: Path, key: str) -> None:
@@ -246,13 +238,14 @@ def _inspect_pair_cache(path: Path) -> CacheSummary:
         raise CacheError(path, "pair cache does not exist")
     try:
         with zipfile.ZipFile(path) as zf:
+            meta = _read_meta(zf, path)
             headers = _headers(zf, path)
             small = {}
             for key in ARRAY_KEYS:
-                if key not in BIG_KEYS:
+                if key not in (*BIG_KEYS, "meta"):
                     with zf.open(f"{key}.npy") as fh:
                         small[key] = np.lib.format.read_array(fh, allow_pickle=False)
-            meta = _check_layout(path, _meta_text(small["meta"], path), headers, small)
+            _check_layout(path, headers, small)
             for key in BIG_KEYS:
                 _stream_finite(zf, path, key)
     except CacheError:

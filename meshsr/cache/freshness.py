@@ -1,9 +1,13 @@
-"""Is a valid pair cache still the cache of its inputs?  And the command that rebuilds it.
+"""Is a valid pair cache still the cache of its inputs and of this code?  And the command that rebuilds it.
 
-A cache records the sha256 digests of the two input files it was built from; a reader
-compares them with the current files (through the workflow's digest memo, so an
-unchanged multi-GB input is not rehashed) and refuses a stale cache, quoting the
-command that rebuilds it.
+A cache records the sha256 digests of the two input files it was built from and the
+fingerprint of the code that built it (``code``: :func:`cache_code_fingerprint`, the
+import closure of :mod:`meshsr.cache.build`, see :mod:`meshsr.provenance.code`).  A
+reader compares them with the current files (through the workflow's digest memo, so an
+unchanged multi-GB input is not rehashed) and with the running code, and refuses a stale
+cache, naming the pair and the reason and quoting the command that rebuilds it.  (A cache
+of another ``format_version`` is refused the same way by the readers in
+:mod:`meshsr.cache.format`, which cannot read further.)
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from meshsr.errors import InputError
+from meshsr.provenance.code import OUTPUT_CODE, code_fingerprint
 from meshsr.provenance.digests import file_sha256, memoised_sha256
 
 if TYPE_CHECKING:
@@ -20,7 +25,7 @@ if TYPE_CHECKING:
 
 
 class StaleCacheError(InputError):
-    """A valid cache whose recorded input digests no longer match the inputs."""
+    """A well-formed cache of other inputs, other cache code or another format version."""
 
 
 DEFAULT_CACHE_DIR = "results/cache"
@@ -39,6 +44,34 @@ def rebuild_command(path: str | Path, cache_dir: str | Path | None = None) -> st
     return f"snakemake --cores 1 --force{config} {path}"
 
 
+def cache_code_fingerprint() -> str:
+    """Fingerprint of the running code that makes pair caches (= the ``code`` param of rule pair_cache)."""
+    return code_fingerprint(OUTPUT_CODE["pair_cache"])
+
+
+def _pair(meta: dict, path: str | Path) -> str:
+    if "source" in meta and "target" in meta:
+        return f"{meta['source']}_{meta['target']}"
+    return Path(path).stem
+
+
+def stale_cache_error(path: str | Path, meta: dict, reason: str, rebuild: str | None = None) -> StaleCacheError:
+    """The refusal of a stale cache: the pair, ``reason`` and the command that rebuilds it."""
+    rebuild = rebuild or rebuild_command(path)
+    return StaleCacheError(path, f"stale cache for pair {_pair(meta, path)}: {reason}; rebuild it with: {rebuild}")
+
+
+def code_problem(meta: dict) -> str | None:
+    """Why ``meta`` says the cache was built by other cache code than the running one; None if it was not."""
+    recorded = meta.get("code")
+    if not isinstance(recorded, str):
+        return "built before code fingerprints were recorded"
+    running = cache_code_fingerprint()
+    if recorded != running:
+        return f"built by other cache code (fingerprint {recorded[:12]}, running {running[:12]})"
+    return None
+
+
 def _current_digest(path: str | Path, memo: str | Path | None) -> str | None:
     try:
         return memoised_sha256(path, memo) if memo is not None else file_sha256(path)
@@ -55,13 +88,16 @@ def check_fresh(
     *,
     memo: str | Path | None = None,
 ) -> None:
-    """Refuse a cache whose recorded input digests differ from the current input files.
+    """Refuse a cache built by other cache code or from other input files than the current ones.
 
     ``rebuild`` is the command quoted in the refusal (default :func:`rebuild_command`);
     ``memo`` reuses the workflow's digest memo instead of rehashing unchanged inputs.
     """
     rebuild = rebuild or rebuild_command(path)
-    pair = f"{cache.meta.get('source')}_{cache.meta.get('target')}"
+    problem = code_problem(cache.meta)
+    if problem is not None:
+        raise stale_cache_error(path, cache.meta, problem, rebuild)
+    pair = _pair(cache.meta, path)
     for role, current in (("source", src_path), ("target", dst_path)):
         digest = _current_digest(current, memo)
         if digest is None:
@@ -71,8 +107,5 @@ def check_fresh(
                 f"rebuild it with: {rebuild}",
             )
         if cache.meta.get(f"{role}_sha256") != digest:
-            raise StaleCacheError(
-                path,
-                f"stale cache for pair {pair}: {role} input {current} changed since the cache was built; "
-                f"rebuild it with: {rebuild}",
-            )
+            reason = f"{role} input {current} changed since the cache was built"
+            raise stale_cache_error(path, cache.meta, reason, rebuild)

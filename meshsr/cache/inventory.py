@@ -3,7 +3,8 @@
 Statuses:
 
 * ``valid``    readable, well-formed, and its recorded input digests match the inputs
-* ``stale``    well-formed but built from other inputs (or for a pair no longer configured)
+* ``stale``    well-formed but built from other inputs, by other cache code or another
+  format version (or for a pair no longer configured)
 * ``corrupt``  not a valid pair cache (truncated, random bytes, object arrays, bad layout)
 * ``partial``  a ``.tmp-*`` file: a write in progress, or left by an interrupted one
 * ``missing``  a configured pair without a cache file (``snakemake caches`` builds it)
@@ -67,6 +68,9 @@ def _row_for_file(path: Path, pairs: dict[str, tuple[str, str]], cache_dir: Path
         summary = inspect_pair_cache(path)
     except CacheError as exc:
         row.status, row.detail = "corrupt", exc.problem
+        return row
+    except StaleCacheError as exc:  # another format version: nothing more can be read
+        row.status, row.detail = "stale", exc.problem
         return row
     meta = summary.meta
     row.pair = pair or f"{meta.get('source')}_{meta.get('target')}"

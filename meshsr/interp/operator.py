@@ -13,19 +13,73 @@ a zero weight, so the containing cell can be read back from the matrix.
 
 Point location (:mod:`meshsr.interp.locate`) uses the source cells themselves, never a
 Delaunay triangulation of the points, which bridges holes and concave boundaries.
+
+An operator is an object of its own, built once and reused (like xESMF's regridding
+weights): :meth:`InterpolationOperator.save` writes W in CSR form, ``extrapolated`` and
+the method to an ``.npz`` (the arrays of contract 3 that hold the operator, plus
+``method``), :meth:`InterpolationOperator.load` reads it back without unpickling and
+after checking its structure (:func:`operator_problem`, shared with the pair-cache reader).
 """
 
 from __future__ import annotations
 
+import struct
+import zipfile
+import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
+from meshsr.atomic import atomic_savez
+from meshsr.errors import InputError
 from meshsr.interp.locate import locate_points
 
 METHOD = "p1-barycentric-on-source-cells+nearest-node-fallback"
+ARRAYS = ("op_indptr", "op_indices", "op_data", "op_shape", "extrapolated")
+# What a damaged or foreign file can raise while numpy reads it with allow_pickle=False.
+_READ_ERRORS = (ValueError, OSError, EOFError, KeyError, MemoryError, zipfile.BadZipFile, struct.error, zlib.error)
+
+
+def operator_problem(arrays: Mapping[str, np.ndarray], n_dst: int | None = None) -> str | None:
+    """Why the :data:`ARRAYS` in ``arrays`` are not a CSR operator (with ``n_dst`` rows if given); None if they are.
+
+    Checked: integer shape with columns, integer indices in range, finite floating
+    weights, an ``op_indptr`` of length rows + 1 that starts at 0, never decreases and
+    ends at the number of entries, and a boolean ``extrapolated`` per row.
+    """
+    op_shape = arrays["op_shape"]
+    if op_shape.shape != (2,) or not np.issubdtype(op_shape.dtype, np.integer):
+        return "op_shape must be 2 integers"
+    shape = (int(op_shape[0]), int(op_shape[1]))
+    if n_dst is not None and shape[0] != n_dst:
+        return f"operator shape {shape} does not match {n_dst} target nodes"
+    if shape[0] < 0 or shape[1] <= 0:
+        return f"operator shape {shape} has no source nodes or negative rows"
+    indptr, indices, weights = arrays["op_indptr"], arrays["op_indices"], arrays["op_data"]
+    if not all(np.issubdtype(a.dtype, np.integer) for a in (indptr, indices)):
+        return "operator indices must be integers"
+    if not np.issubdtype(weights.dtype, np.floating):
+        return "operator weights must be floating point"
+    if indptr.ndim != 1 or len(indptr) != shape[0] + 1 or indptr[0] != 0:
+        return "op_indptr has the wrong length"
+    if indices.ndim != 1 or weights.ndim != 1:
+        return "operator indices/data must be 1-D"
+    if not len(indices) == len(weights) == indptr[-1]:
+        return "operator index/data lengths disagree"
+    if not np.all(np.diff(indptr) >= 0):
+        return "op_indptr is not monotone"
+    if len(indices) and (indices.min() < 0 or indices.max() >= shape[1]):
+        return "operator indices out of range"
+    if not np.isfinite(weights).all():
+        return "NaN/Inf in operator weights"
+    extrapolated = arrays["extrapolated"]
+    if extrapolated.dtype != bool or extrapolated.shape != (shape[0],):
+        return "'extrapolated' has the wrong shape"
+    return None
 
 
 @dataclass
@@ -34,6 +88,7 @@ class InterpolationOperator:
 
     matrix: sp.csr_matrix
     extrapolated: np.ndarray
+    method: str = METHOD
 
     @classmethod
     def build(
@@ -68,6 +123,55 @@ class InterpolationOperator:
     @property
     def shape(self) -> tuple[int, int]:
         return self.matrix.shape
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The operator as the plain :data:`ARRAYS` of contract 3 (int64 indices, float64 weights)."""
+        return {
+            "op_indptr": self.matrix.indptr.astype(np.int64),
+            "op_indices": self.matrix.indices.astype(np.int64),
+            "op_data": self.matrix.data.astype(np.float64),
+            "op_shape": np.array(self.matrix.shape, dtype=np.int64),
+            "extrapolated": np.asarray(self.extrapolated, dtype=bool),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], method: str = METHOD) -> InterpolationOperator:
+        """Inverse of :meth:`arrays`, for arrays that :func:`operator_problem` accepted."""
+        shape = (int(arrays["op_shape"][0]), int(arrays["op_shape"][1]))
+        matrix = sp.csr_matrix((arrays["op_data"], arrays["op_indices"], arrays["op_indptr"]), shape=shape)
+        return cls(matrix=matrix, extrapolated=arrays["extrapolated"], method=method)
+
+    def save(self, path: str | Path) -> None:
+        """Write the operator atomically to ``path`` (an uncompressed ``.npz``)."""
+        atomic_savez(path, **self.arrays(), method=np.array(self.method))
+
+    @classmethod
+    def load(cls, path: str | Path) -> InterpolationOperator:
+        """Read an operator written by :meth:`save`; anything else is one :class:`InputError` naming the file.
+
+        Never unpickles; ``method`` is the recorded one (compare it with :data:`METHOD`).
+        """
+        if not Path(path).is_file():
+            raise InputError(path, "interpolation operator file does not exist")
+        try:
+            data = np.load(path, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise InputError(path, "not an interpolation operator: a single .npy array, not an .npz archive")
+            with data:
+                missing = [k for k in (*ARRAYS, "method") if k not in data.files]
+                if missing:
+                    raise InputError(path, f"not an interpolation operator: missing arrays {missing}")
+                arrays = {k: data[k] for k in (*ARRAYS, "method")}
+        except _READ_ERRORS as exc:
+            problem = f"not an interpolation operator: cannot read it as a plain-array npz ({exc})"
+            raise InputError(path, problem) from None
+        method = arrays["method"]
+        problem = operator_problem(arrays)
+        if problem is None and (method.ndim != 0 or method.dtype.kind != "U"):
+            problem = "'method' must be a 0-d string"
+        if problem is not None:
+            raise InputError(path, f"invalid interpolation operator: {problem}")
+        return cls.from_arrays(arrays, method=str(method))
 
     def apply(self, fields: np.ndarray, dtype: np.dtype | type | None = None) -> np.ndarray:
         """Interpolate ``fields`` of shape (..., N_src, F) to (..., N_dst, F).
