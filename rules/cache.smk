@@ -17,7 +17,8 @@ rule pair_cache:
     output:
         pair_cache("{src}", "{dst}"),
     params:
-        inputs=pair_fingerprint,
+        input_digests=pair_fingerprint,
+        code=code_of("pair_cache"),
     log:
         logs("cache/{src}_{dst}"),
     benchmark:

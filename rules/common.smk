@@ -7,6 +7,7 @@ from snakemake.utils import validate
 
 from meshsr.cache.freshness import rebuild_command
 from meshsr.errors import InputError
+from meshsr.provenance.code import output_fingerprint
 from meshsr.provenance.digests import memoised_sha256
 from meshsr.learn.splits import make_splits
 from meshsr.mesh.bundle import peek_shape
@@ -77,6 +78,17 @@ def logs(name):
 
 def benchmarks(name):
     return f"results/benchmarks/{name}.tsv"
+
+
+# Code fingerprints: every rule that writes outputs has `code=code_of("<rule>")` in its
+# params, so Snakemake's params trigger reruns it when the library code behind its outputs
+# changes (and only then: comments, docstrings and modules outside that code do not count).
+# Which modules each rule's outputs depend on: meshsr.provenance.code.OUTPUT_CODE.
+def code_of(name):
+    try:
+        return output_fingerprint(name)
+    except (KeyError, ModuleNotFoundError) as exc:
+        raise WorkflowError(f"code fingerprint of rule {name}: {exc}") from None
 
 
 # Input fingerprints of the cache rules (rules/cache.smk explains the mechanism).

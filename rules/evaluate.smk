@@ -30,7 +30,8 @@ rule evaluate_model:
     params:
         rebuild=lambda wc: rebuild_command(pair_cache(wc.src, wc.dst), CACHE_DIR),
         memo=HASH_MEMO,
-        inputs=lambda wc: "from the pair cache" if USE_CACHE else pair_fingerprint(wc),
+        input_digests=lambda wc: "from the pair cache" if USE_CACHE else pair_fingerprint(wc),
+        code=code_of("evaluate_model"),
     log:
         logs("evaluate/{src}_{dst}"),
     benchmark:
@@ -59,6 +60,8 @@ rule plot_model:
             category=PAIR_CATEGORY,
             subcategory="prediction",
         ),
+    params:
+        code=code_of("plot_model"),
     log:
         logs("plots/{src}_{dst}"),
     benchmark:

@@ -10,6 +10,7 @@ rule example_data:
         simulations=config.get("example", {}).get("simulations", 6),
         frames=config.get("example", {}).get("frames", 48),
         seed=config.get("example", {}).get("seed", 0),
+        code=code_of("example_data"),
     wildcard_constraints:
         res="|".join(EXAMPLE_NODES) or "(?!)",
     log:

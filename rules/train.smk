@@ -18,7 +18,8 @@ rule train_model:
         resolutions=RESOLUTIONS,
         rebuild=lambda wc: rebuild_command(pair_cache(wc.src, wc.dst), CACHE_DIR),
         memo=HASH_MEMO,
-        inputs=lambda wc: "from the pair cache" if USE_CACHE else pair_fingerprint(wc),
+        input_digests=lambda wc: "from the pair cache" if USE_CACHE else pair_fingerprint(wc),
+        code=code_of("train_model"),
     log:
         logs("train/{src}_{dst}"),
     benchmark:
