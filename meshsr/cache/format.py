@@ -33,6 +33,7 @@ from meshsr.atomic import atomic_savez
 from meshsr.cache.freshness import rebuild_command, stale_cache_error
 from meshsr.errors import InputError
 from meshsr.interp.operator import METHOD, InterpolationOperator, operator_problem
+from meshsr.mesh.npz import MemberError, NpyHeader, read_npy_header
 
 FORMAT_VERSION = 1
 ARRAY_KEYS = (
@@ -97,10 +98,7 @@ BIG_KEYS = ("coarse_interp", "fine_features")
 STREAM_CHUNK = 1 << 24
 
 
-@dataclass(frozen=True)
-class _Header:
-    shape: tuple[int, ...]
-    dtype: np.dtype
+_Header = NpyHeader
 
 
 @dataclass
@@ -114,19 +112,11 @@ class CacheSummary:
 
 
 def _read_header(fh: IO[bytes], path: Path, key: str, member_size: int) -> _Header:
-    """Parse one ``.npy`` header; refuse object dtypes and sizes that disagree with the member."""
-    version = np.lib.format.read_magic(fh)
-    if version == (1, 0):
-        shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
-    elif version in ((2, 0), (3, 0)):
-        shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
-    else:
-        raise CacheError(path, f"corrupt pair cache: array {key!r} has unsupported npy version {version}")
-    _check(not dtype.hasobject, path, f"array {key!r} holds Python objects (pickled data); it is never loaded")
-    expected = fh.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    problem = f"array {key!r} has {member_size} bytes, its header says {expected} (truncated or altered)"
-    _check(member_size == expected, path, problem)
-    return _Header(tuple(int(n) for n in shape), dtype)
+    """Parse one ``.npy`` header (shared with bundles: :mod:`meshsr.mesh.npz`)."""
+    try:
+        return read_npy_header(fh, key, member_size)
+    except MemberError as exc:
+        raise CacheError(path, f"corrupt pair cache: {exc}") from None
 
 
 def _read_meta(zf: zipfile.ZipFile, path: Path) -> dict[str, Any]:
