@@ -12,6 +12,7 @@ from meshsr.provenance.digests import memoised_sha256
 from meshsr.learn.splits import make_splits
 from meshsr.mesh.bundle import peek_shape
 from meshsr.learn.settings import TrainSettings, check_pairs
+from meshsr.example.settings import ExampleSettings
 
 validate(config, schema="../config/config.schema.yaml")
 
@@ -19,6 +20,7 @@ RESOLUTIONS = list(config["meshes"])
 CACHE_DIR = config["cache_dir"].rstrip("/")
 EXAMPLE_DIR = "results/example"
 EXAMPLE_NODES = config.get("example", {}).get("nodes", {})
+EXAMPLE = ExampleSettings.from_config(config.get("example"))  # defaults: meshsr/example/settings.py
 ENV = "../environment.yml"
 
 
@@ -130,7 +132,7 @@ def _train_settings():
         for src, dst in pairs:
             shape = peek_shape(mesh_input(src), example_shape(src))
             if shape is not None:
-                make_splits(*shape, settings.test_simulations, settings.validation_simulations)
+                make_splits(*shape, settings.fit.test_simulations, settings.fit.validation_simulations)
     except InputError as exc:
         raise WorkflowError(str(exc)) from None
     return settings, pairs
@@ -140,12 +142,11 @@ def example_shape(res):
     """(S, T) of a generated example input, known before it exists; None for a user's file."""
     if not is_example(mesh_input(res)):
         return None
-    example = config.get("example", {})
-    return example.get("simulations", 6), example.get("frames", 48)
+    return EXAMPLE.n_simulations, EXAMPLE.n_frames
 
 
 TRAIN, TRAIN_PAIRS = _train_settings()
-USE_CACHE = config.get("use_cache", True)
+USE_CACHE = config["use_cache"]  # the schema's default fills it in
 
 
 def model_file(src, dst):

@@ -3,7 +3,9 @@
 #
 # Evaluation reads the same data as training (cache or, with use_cache: false, the
 # bundles); the plots read the target bundle for its points and cells, which the cache
-# does not hold.
+# does not hold. Evaluation runs on its own `device` and `threads` (resources, never the
+# device the model was trained on) and writes every frame of the panel simulation, so that
+# `panel_frame`, the plot rule's param, only replots.
 
 
 PAIR_CATEGORY = "{src} -> {dst}"
@@ -36,9 +38,10 @@ rule evaluate_model:
         logs("evaluate/{src}_{dst}"),
     benchmark:
         benchmarks("evaluate/{src}_{dst}")
-    threads: TRAIN.threads
+    threads: TRAIN.run.threads
     resources:
         mem_mb=lambda wc, input: 2000 + int(4 * input.size_mb),
+        device=TRAIN.run.device,
     conda:
         ENV
     script:
@@ -61,6 +64,7 @@ rule plot_model:
             subcategory="prediction",
         ),
     params:
+        panel_frame=TRAIN.panel_frame,
         code=code_of("plot_model"),
     log:
         logs("plots/{src}_{dst}"),

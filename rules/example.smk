@@ -7,9 +7,9 @@ rule example_data:
     params:
         n_nodes=lambda wc: EXAMPLE_NODES[wc.res],
         mesh_seed=lambda wc: 1000 + list(EXAMPLE_NODES).index(wc.res),
-        simulations=config.get("example", {}).get("simulations", 6),
-        frames=config.get("example", {}).get("frames", 48),
-        seed=config.get("example", {}).get("seed", 0),
+        simulations=EXAMPLE.n_simulations,
+        frames=EXAMPLE.n_frames,
+        seed=EXAMPLE.params_seed,
         code=code_of("example_data"),
     wildcard_constraints:
         res="|".join(EXAMPLE_NODES) or "(?!)",

@@ -2,7 +2,10 @@
 # coarsest and the finest resolution of 'meshes').
 #
 # The settings are checked at parse time (rules/common.smk), so a bad pair or an empty training split
-# fails before any job runs (the library checks them again). The job reads the pair cache
+# fails before any job runs (the job checks the split again). The params carry only what the
+# model depends on (TRAIN.fit, meshsr/learn/settings.py): changing it retrains. `device` and
+# `threads` are run-time resources, never provenance; `panel_frame` belongs to the plot rule and
+# `pairs` to the workflow, so neither retrains an existing model. The job reads the pair cache
 # (a normal input: a rebuilt cache retrains) and both mesh bundles, taken as cache.smk
 # takes them (a user's file is ancient(); the cache's freshness check compares its
 # digest). With use_cache: false it reads only the bundles and builds the same arrays in
@@ -14,8 +17,7 @@ rule train_model:
         model=model_file("{src}", "{dst}"),
         history=history_file("{src}", "{dst}"),
     params:
-        settings=TRAIN.to_dict(),
-        resolutions=RESOLUTIONS,
+        fit=TRAIN.fit.to_dict(),
         rebuild=lambda wc: rebuild_command(pair_cache(wc.src, wc.dst), CACHE_DIR),
         memo=HASH_MEMO,
         input_digests=lambda wc: "from the pair cache" if USE_CACHE else pair_fingerprint(wc),
@@ -24,9 +26,10 @@ rule train_model:
         logs("train/{src}_{dst}"),
     benchmark:
         benchmarks("train/{src}_{dst}")
-    threads: TRAIN.threads
+    threads: TRAIN.run.threads
     resources:
         mem_mb=lambda wc, input: 2000 + int(12 * input.size_mb),
+        device=TRAIN.run.device,
     conda:
         ENV
     script:

@@ -12,8 +12,9 @@ with job_logging(snakemake.log[0]) as log:  # noqa: F821 (snakemake injects it)
         dst_path=snakemake.input.dst,  # noqa: F821
         cache_path=snakemake.input.get("cache"),  # noqa: F821
         outputs=dict(snakemake.output.items()),  # noqa: F821
+        device=snakemake.resources.device,  # noqa: F821
+        threads=snakemake.threads,  # noqa: F821
         rebuild=snakemake.params.rebuild,  # noqa: F821
         memo=snakemake.params.memo,  # noqa: F821
-        threads=snakemake.threads,  # noqa: F821
         log=log,
     )

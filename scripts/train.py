@@ -12,10 +12,10 @@ with job_logging(snakemake.log[0]) as log:  # noqa: F821 (snakemake injects it)
         cache_path=snakemake.input.get("cache"),  # noqa: F821
         out_path=snakemake.output.model,  # noqa: F821
         history_path=snakemake.output.history,  # noqa: F821
-        settings=snakemake.params.settings,  # noqa: F821
-        resolutions=snakemake.params.resolutions,  # noqa: F821
+        fit=snakemake.params.fit,  # noqa: F821
+        device=snakemake.resources.device,  # noqa: F821
+        threads=snakemake.threads,  # noqa: F821
         rebuild=snakemake.params.rebuild,  # noqa: F821
         memo=snakemake.params.memo,  # noqa: F821
-        threads=snakemake.threads,  # noqa: F821
         log=log,
     )

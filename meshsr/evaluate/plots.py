@@ -14,8 +14,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from meshsr.atomic import atomic_path  # noqa: E402
-from meshsr.mesh.bundle import load_bundle  # noqa: E402
 from meshsr.errors import InputError  # noqa: E402
+from meshsr.mesh.bundle import load_bundle  # noqa: E402
 
 DPI = 100
 
@@ -29,7 +29,7 @@ def _save(fig: plt.Figure, path: str | Path) -> None:
 def plot_loss_curves(history: pd.DataFrame, path: str | Path, title: str) -> None:
     """Training and validation loss per epoch (log scale), the kept epoch marked.
 
-    ``history`` has the columns of :func:`meshsr.training.write_history`.
+    ``history`` has the columns of :func:`meshsr.learn.training.write_history`.
     """
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(history["epoch"], history["train_loss"], "o-", label="training (mean over the epoch's steps)")
@@ -52,7 +52,9 @@ def _mesh_plot(ax: plt.Axes, points: np.ndarray, cells: np.ndarray, values: np.n
     return ax.scatter(points[:, 0], points[:, 1], c=values, s=2, **kwargs)  # 3D: projection onto (x, y)
 
 
-def plot_panel(points: np.ndarray, cells: np.ndarray, panel: dict[str, np.ndarray], path: str | Path, title: str) -> None:
+def plot_panel(
+    points: np.ndarray, cells: np.ndarray, panel: dict[str, np.ndarray], path: str | Path, title: str
+) -> None:
     """One column per field: interpolated input, prediction, ground truth, and the errors of both.
 
     Both error maps share one symmetric colour scale, so the model's smaller error shows.
@@ -62,9 +64,8 @@ def plot_panel(points: np.ndarray, cells: np.ndarray, panel: dict[str, np.ndarra
     extent = np.ptp(points[:, :2], axis=0)
     aspect = float(extent[1] / extent[0]) if extent[0] > 0 else 1.0
     width = 7.0
-    fig, axes = plt.subplots(
-        5, len(names), figsize=(width * len(names), 5 * (width * aspect * 0.8 + 0.45)), squeeze=False, layout="constrained"
-    )
+    figsize = (width * len(names), 5 * (width * aspect * 0.8 + 0.45))
+    fig, axes = plt.subplots(5, len(names), figsize=figsize, squeeze=False, layout="constrained")
     for j, name in enumerate(names):
         lo = float(min(interp[:, j].min(), pred[:, j].min(), truth[:, j].min()))
         hi = float(max(interp[:, j].max(), pred[:, j].max(), truth[:, j].max()))
@@ -77,7 +78,7 @@ def plot_panel(points: np.ndarray, cells: np.ndarray, panel: dict[str, np.ndarra
             ("interpolation error", err_i, dict(vmin=-bound, vmax=bound, cmap="RdBu_r")),
             ("model error", err_m, dict(vmin=-bound, vmax=bound, cmap="RdBu_r")),
         ]
-        for ax, (label, values, kwargs) in zip(axes[:, j], rows):
+        for ax, (label, values, kwargs) in zip(axes[:, j], rows, strict=True):
             image = _mesh_plot(ax, points, cells, values, **kwargs)
             ax.set_title(f"{name}: {label}", fontsize=10)
             ax.set_aspect("equal")
@@ -96,7 +97,7 @@ def plot_error_vs_time(frames: pd.DataFrame, path: str | Path, title: str, split
         chosen = frames[frames["split"] == split]
     field_names = list(dict.fromkeys(chosen["field"]))
     fig, axes = plt.subplots(1, max(len(field_names), 1), figsize=(5.5 * max(len(field_names), 1), 3.8), squeeze=False)
-    for ax, name in zip(axes[0], field_names):
+    for ax, name in zip(axes[0], field_names, strict=False):
         for k, (sim, rows) in enumerate(chosen[chosen["field"] == name].groupby("simulation")):
             color = f"C{k}"
             ax.plot(rows["frame"], 100 * rows["rel_l2_interp"], "--", color=color, label=f"sim {sim}: interpolation")
@@ -110,14 +111,36 @@ def plot_error_vs_time(frames: pd.DataFrame, path: str | Path, title: str, split
     _save(fig, path)
 
 
-def plot_job(pair: str, history_csv: str | Path, frames_csv: str | Path, panel_npz: str | Path, dst_path: str | Path, outputs: dict[str, str], log) -> None:
-    """The plots rule: ``outputs`` has the paths ``loss``, ``panel`` and ``error_time``."""
+def panel_frame(panel: dict[str, np.ndarray], frame: int, path: str | Path) -> dict[str, np.ndarray]:
+    """Frame ``frame`` (negative: from the end) of the panel simulation's (T, N, F) arrays, for :func:`plot_panel`."""
+    if np.ndim(panel["truth"]) != 3:
+        raise InputError(path, "panel file does not hold a simulation's frames (T, N, F); rerun its evaluate job")
+    n_frames = len(panel["truth"])
+    if not -n_frames <= frame < n_frames:
+        raise InputError(None, f"config train.panel_frame: frame {frame} does not exist (T = {n_frames})")
+    picked = {k: panel[k][frame] for k in ("interp", "prediction", "truth")}
+    return {**panel, **picked, "frame": np.array(frame % n_frames)}
+
+
+def plot_job(
+    pair: str,
+    history_csv: str | Path,
+    frames_csv: str | Path,
+    panel_npz: str | Path,
+    dst_path: str | Path,
+    outputs: dict[str, str],
+    frame: int,
+    log,
+) -> None:
+    """The plots rule: ``outputs`` has the paths ``loss``, ``panel`` and ``error_time``; ``frame`` is the panel's."""
     plot_loss_curves(pd.read_csv(history_csv), outputs["loss"], f"{pair}: training and validation loss")
     with np.load(panel_npz, allow_pickle=False) as data:
-        panel = {k: data[k] for k in data.files}
+        panel = panel_frame({k: data[k] for k in data.files}, frame, panel_npz)
     dst = load_bundle(dst_path)
     if len(dst.points) != len(panel["truth"]):
-        raise InputError(panel_npz, f"panel has {len(panel['truth'])} nodes but the target mesh {dst_path} has {len(dst.points)}")
+        raise InputError(
+            panel_npz, f"panel has {len(panel['truth'])} nodes but the target mesh {dst_path} has {len(dst.points)}"
+        )
     title = f"{pair}: simulation {int(panel['simulation'])}, frame {int(panel['frame'])}"
     plot_panel(dst.points, dst.cells, panel, outputs["panel"], title)
     plot_error_vs_time(pd.read_csv(frames_csv), outputs["error_time"], f"{pair}: error per frame")

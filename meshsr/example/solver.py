@@ -35,42 +35,9 @@ from scipy.sparse import csc_matrix
 from scipy.sparse.linalg import splu
 from skfem import Basis, BilinearForm, ElementTriP1, LinearForm, MeshTri, asm
 
-from meshsr.mesh.bundle import MeshBundle
 from meshsr.example.mesh import HEIGHT, HOLE_CENTRE, HOLE_RADIUS, make_mesh
-
-
-@dataclass(frozen=True)
-class ExampleSettings:
-    """Parameters of the example data set; ``(lo, hi)`` pairs are uniform sampling ranges."""
-
-    n_simulations: int = 6
-    n_frames: int = 48
-    t_end: float = 3.0
-    params_seed: int = 0
-    steps_per_frame: int = 2
-    theta: float = 0.5  # 0.5: Crank-Nicolson, 1.0: backward Euler
-    field_names: tuple[str, ...] = ("tracer", "heat")
-    diffusivities: tuple[float, ...] = (5e-4, 2e-3)
-    n_sources: int = 3
-    source_width: float = 0.05
-    source_strength: tuple[float, float] = (2.0, 6.0)
-    source_frequency: tuple[float, float] = (1.0, 2.5)
-    flow_speed: tuple[float, float] = (0.9, 1.5)
-    circulation: tuple[float, float] = (-0.6, 0.6)  # |Gamma| < 4 pi U R: stagnation points stay on the cylinder
-
-    def __post_init__(self) -> None:
-        if min(self.n_simulations, self.n_frames, self.steps_per_frame, self.n_sources) < 1:
-            raise ValueError("n_simulations, n_frames, steps_per_frame and n_sources must be >= 1")
-        if self.t_end <= 0:
-            raise ValueError(f"t_end must be positive, got {self.t_end}")
-        if not 0 < self.source_width <= 0.1:  # wider sources do not fit between the walls and the hole
-            raise ValueError(f"source_width must lie in (0, 0.1], got {self.source_width}")
-        if not 0.5 <= self.theta <= 1.0:
-            raise ValueError(f"theta must lie in [0.5, 1], got {self.theta}")
-        if len(self.field_names) != len(self.diffusivities) or not self.field_names:
-            raise ValueError("field_names and diffusivities must be non-empty and of equal length")
-        if min(self.diffusivities) <= 0:
-            raise ValueError("diffusivities must be positive")
+from meshsr.example.settings import ExampleSettings
+from meshsr.mesh.bundle import MeshBundle
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Per-destination-node input features of one frame, assembled from a pair's cache.
+"""Per-destination-node input features of one frame, from the source solution and the interpolation.
 
 For a destination node :math:`x` in source cell :math:`[v_0, \\dots, v_D]` with
 barycentric weights :math:`\\lambda_i` (the row of the cached operator :math:`W`,
@@ -39,12 +39,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 
 from meshsr.errors import InputError
 from meshsr.interp.operator import InterpolationOperator
 from meshsr.learn.normalisation import moments
-from meshsr.learn.pair_data import PairData
 from meshsr.mesh.geometry import cell_sizes, mean_edge_length, neighbour_average
 from meshsr.mesh.recovery import GradientRecovery
 
@@ -120,22 +118,41 @@ def field_feature_names(dim: int) -> list[str]:
     ]
 
 
-class FeatureBuilder:
-    """Assembles the float32 features (T, N_dst, K) and local scales (T, N_dst, F) of one simulation."""
+def field_spread(interpolated: np.ndarray, sims: tuple[int, ...], frames: tuple[int, ...] | None = None) -> np.ndarray:
+    """Per-field standard deviation :math:`\\sigma_u` of ``interpolated`` (S, T, N, F) over ``sims`` and
+    ``frames`` (all if None): the scale floor of a builder for the training split."""
+    picked = list(range(interpolated.shape[1]) if frames is None else frames)
+    _, std, _ = moments(interpolated[sim][picked] for sim in sims)
+    return std
 
-    def __init__(self, data: PairData, use_coordinates: bool = True, field_std: np.ndarray | None = None) -> None:
+
+class FeatureBuilder:
+    """Assembles the float32 features (T, N_dst, K) and local scales (T, N_dst, F) of one simulation.
+
+    It needs only what inference has: the source mesh, the target points, the interpolation
+    operator between them and the field names; never the target fields.
+    """
+
+    def __init__(
+        self,
+        src_points: np.ndarray,
+        src_cells: np.ndarray,
+        dst_points: np.ndarray,
+        operator: InterpolationOperator,
+        field_names: list[str],
+        use_coordinates: bool = True,
+        field_std: np.ndarray | None = None,
+    ) -> None:
         """``field_std``: per-field standard deviation of the training split (sets the scale floor)."""
-        self.data = data
-        src, dst = data.source_mesh, data.target_mesh
-        self.dim = dst.dim
+        self.dim = dst_points.shape[1]
         self.use_coordinates = use_coordinates
-        self.stencil = Stencil.from_operator(data.cache.operator, src.points, dst.points)
-        self.recovery = GradientRecovery.build(src.points, src.cells)
-        self.smoothing = neighbour_average(src.cells, src.n_nodes)
-        self.interpolate = data.cache.operator.matrix.astype(np.float64).tocsr()
-        h = mean_edge_length(src.points, src.cells)
+        self.stencil = Stencil.from_operator(operator, src_points, dst_points)
+        self.recovery = GradientRecovery.build(src_points, src_cells)
+        self.smoothing = neighbour_average(src_cells, len(src_points))
+        self.interpolate = operator.matrix.astype(np.float64).tocsr()
+        h = mean_edge_length(src_points, src_cells)
         self.shifted = [
-            InterpolationOperator.build(src.points, src.cells, dst.points + h * offset).matrix.tocsr()
+            InterpolationOperator.build(src_points, src_cells, dst_points + h * offset).matrix.tocsr()
             for _, offset in shift_vectors(self.dim)
         ]
         offsets, weights = self.stencil.offsets, self.stencil.weights
@@ -143,11 +160,12 @@ class FeatureBuilder:
         q = np.einsum("nk,nka,nkb->nab", weights, offsets, offsets)
         upper = np.triu_indices(self.dim)
         self.second_moment_upper = q[:, upper[0], upper[1]] * np.where(upper[0] == upper[1], 1.0, 2.0)
-        self.dst_points = dst.points
-        self.src_points = src.points
-        node_size = self.recovery.average @ cell_sizes(src.points, src.cells)
-        columns = [dst.points] if use_coordinates else []
-        columns += [data.cache.extrapolated.astype(np.float64)[:, None], weights, (self.interpolate @ node_size)[:, None]]
+        self.dst_points = dst_points
+        self.src_points = src_points
+        node_size = self.recovery.average @ cell_sizes(src_points, src_cells)
+        columns = [dst_points] if use_coordinates else []
+        extrapolated = np.asarray(operator.extrapolated).astype(np.float64)[:, None]
+        columns += [extrapolated, weights, (self.interpolate @ node_size)[:, None]]
         self.geometry = np.concatenate(columns, axis=1)
         per_field = field_feature_names(self.dim)
         self.names = [
@@ -155,32 +173,33 @@ class FeatureBuilder:
             "extrapolated",
             *(f"weight{i}" for i in range(self.dim + 1)),
             "cell_size",
-            *(f"{field}:{name}" for field in data.field_names for name in per_field),
+            *(f"{name}:{feature}" for name in field_names for feature in per_field),
         ]
         self.per_field = len(per_field)
-        n_fields = data.shape[3]
-        self.field_std = np.ones(n_fields) if field_std is None else np.asarray(field_std, dtype=np.float64)
-        if self.field_std.shape != (n_fields,):
-            raise ValueError(f"field_std must have {n_fields} entries")
-
-    @classmethod
-    def for_training(
-        cls, data: PairData, train: tuple[int, ...], frames: tuple[int, ...] | None = None, use_coordinates: bool = True
-    ) -> FeatureBuilder:
-        """A builder whose scale floor comes from the training data's field spread (``frames``: all if None)."""
-        fields = data.cache.interpolated
-        picked = list(range(fields.shape[1]) if frames is None else frames)
-        _, std, _ = moments(fields[sim][picked] for sim in train)
-        return cls(data, use_coordinates, std)
+        self.n_fields = len(field_names)
+        self.field_std = np.ones(self.n_fields) if field_std is None else np.asarray(field_std, dtype=np.float64)
+        if self.field_std.shape != (self.n_fields,):
+            raise ValueError(f"field_std must have {self.n_fields} entries")
 
     @property
     def options(self) -> dict:
-        """What :meth:`__init__` needs besides the data, as plain data."""
+        """What :meth:`__init__` needs besides the meshes, operator and field names, as plain data."""
         return {"use_coordinates": self.use_coordinates, "field_std": [float(x) for x in self.field_std]}
 
     @property
     def n_features(self) -> int:
         return len(self.names)
+
+    def _check_shapes(self, u: np.ndarray, interp: np.ndarray) -> None:
+        expected_u = (len(self.src_points), self.n_fields)
+        expected_i = (len(self.dst_points), self.n_fields)
+        if u.ndim != 3 or u.shape[1:] != expected_u or interp.ndim != 3 or interp.shape[1:] != expected_i:
+            raise ValueError(
+                f"expected source fields (T, {expected_u[0]}, {expected_u[1]}) and interpolated fields "
+                f"(T, {expected_i[0]}, {expected_i[1]}), got {u.shape} and {interp.shape}"
+            )
+        if len(u) != len(interp):
+            raise ValueError(f"source fields have {len(u)} frames, interpolated fields {len(interp)}")
 
     def _interp_nodal(self, nodal: np.ndarray) -> np.ndarray:
         """Apply W to (T, N_src, ...) -> (T, N_dst, ...)."""
@@ -208,14 +227,19 @@ class FeatureBuilder:
         flat = u.transpose(1, 0, 2).reshape(n_src, -1)
         return np.stack([(m @ flat).reshape(-1, t, f).transpose(1, 0, 2) for m in self.shifted], axis=-1)
 
-    def simulation(self, sim: int, chunk: int = 8) -> tuple[np.ndarray, np.ndarray]:
-        """Features float32 (T, N_dst, K) and local scales float32 (T, N_dst, F) of simulation ``sim``.
+    def simulation(
+        self, source_fields: np.ndarray, interpolated: np.ndarray, chunk: int = 8
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Features float32 (T, N_dst, K) and local scales float32 (T, N_dst, F) of one simulation.
 
-        Source-mesh derivatives are computed for all frames at once; the destination-size
-        work runs ``chunk`` frames at a time, so float64 temporaries stay small.
+        ``source_fields`` (T, N_src, F) at the source nodes and ``interpolated`` (T, N_dst, F),
+        their interpolation by the operator (the pair cache's array).  Source-mesh derivatives are
+        computed for all frames at once; the destination-size work runs ``chunk`` frames at a
+        time, so float64 temporaries stay small.
         """
-        u = np.asarray(self.data.source_mesh.fields[sim], dtype=np.float64)  # (T, N_src, F)
-        interp_all = self.data.cache.interpolated[sim]
+        u = np.asarray(source_fields, dtype=np.float64)
+        interp_all = interpolated  # float32, as cached
+        self._check_shapes(u, interp_all)
         t_len, n, f = interp_all.shape
         upper = np.triu_indices(self.dim)
         grad = self.recovery.gradient(u)  # (T, N_src, F, D)

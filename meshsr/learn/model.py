@@ -1,21 +1,26 @@
 """The residual networks: per-node MLP, or message passing over the destination mesh.
 
-Both map standardised node features :math:`z` to a standardised residual :math:`r`,
-and the prediction is
+Both map standardised node features :math:`z` (:mod:`meshsr.learn.normalisation`) of the
+frames (B, N, K) to an output :math:`r_\\theta(z)` (B, N, F), and the prediction is
 
-.. math::  \\hat u(x) = I u(x) + \\mu_r + \\sigma_r \\odot r(z),
+.. math::  \\hat u(x) = I u(x) + s(x) \\odot r_\\theta(z(x)),
 
-with :math:`\\mu_r, \\sigma_r` the training split's residual mean and standard deviation.
+with :math:`s` the local scale of :mod:`meshsr.learn.features`: the network predicts the
+residual :math:`u_{dst} - I u` in units of the local amplitude.  (The training loss
+weighs fields by the residual's RMS :math:`\\rho_r`; it does not enter the prediction.)
 
 * ``mlp``: :math:`r = \\mathrm{MLP}(z)` node by node.
 * ``gnn``: an encoder MLP, then ``message_passing`` residual blocks
   :math:`h \\leftarrow h + \\mathrm{MLP}([h, \\bar A h])` with the row-normalised
   adjacency :math:`\\bar A` of the destination mesh's edges (mean over neighbours), then a
   linear decoder.
+
+Inference over many frames runs through :func:`infer`, a bounded number of node-frames at a time.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -25,6 +30,7 @@ from torch import nn
 from meshsr.learn.settings import KINDS
 from meshsr.mesh.geometry import mesh_edges
 
+CHUNK_NODES = 1 << 18  # node-frames per inference chunk
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,30 @@ class MeshGNN(nn.Module):
 
 def build_model(config: ModelConfig) -> nn.Module:
     return ResidualMLP(config) if config.kind == "mlp" else MeshGNN(config)
+
+
+@torch.no_grad()
+def infer(
+    network: nn.Module,
+    inputs: Callable[[slice], torch.Tensor],
+    n_frames: int,
+    n_nodes: int,
+    graph: torch.Tensor | None = None,
+    chunk_nodes: int = CHUNK_NODES,
+) -> Iterator[tuple[slice, torch.Tensor]]:
+    """Network output (C, N, F) of ``inputs(chunk)`` (C, N, K) for frame slices of about ``chunk_nodes`` node-frames.
+
+    Runs in eval mode without gradients, and restores the network's mode when done.
+    """
+    was_training = network.training
+    network.eval()
+    try:
+        per_chunk = max(1, chunk_nodes // n_nodes)
+        for start in range(0, n_frames, per_chunk):
+            chunk = slice(start, min(start + per_chunk, n_frames))
+            yield chunk, network(inputs(chunk), graph)
+    finally:
+        network.train(was_training)
 
 
 def mean_adjacency(cells: np.ndarray, n_nodes: int, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -14,11 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from meshsr.mesh.bundle import MeshBundle, load_bundle
+import numpy as np
+
 from meshsr.cache.build import make_pair_cache
 from meshsr.cache.format import PairCache, read_pair_cache
 from meshsr.cache.freshness import check_fresh
 from meshsr.errors import InputError
+from meshsr.learn.features import FeatureBuilder
+from meshsr.mesh.bundle import MeshBundle, load_bundle
 
 
 @dataclass
@@ -44,8 +47,19 @@ class PairData:
         """(S, T, N_dst, F)."""
         return tuple(self.cache.target_fields.shape)  # type: ignore[return-value]
 
+    def feature_builder(self, **options) -> FeatureBuilder:
+        """A feature builder on this pair's meshes and operator; ``options`` as :attr:`FeatureBuilder.options`."""
+        src, dst = self.source_mesh, self.target_mesh
+        return FeatureBuilder(src.points, src.cells, dst.points, self.cache.operator, self.field_names, **options)
 
-def check_cache_matches(cache: PairCache, path: str | Path, source: str, target: str, src: MeshBundle, dst: MeshBundle) -> None:
+    def features(self, builder: FeatureBuilder, sim: int) -> tuple[np.ndarray, np.ndarray]:
+        """Features and local scales of simulation ``sim`` (:meth:`FeatureBuilder.simulation`)."""
+        return builder.simulation(self.source_mesh.fields[sim], self.cache.interpolated[sim])
+
+
+def check_cache_matches(
+    cache: PairCache, path: str | Path, source: str, target: str, src: MeshBundle, dst: MeshBundle
+) -> None:
     """Refuse a (fresh) cache that belongs to another configuration: names, S/T/F or node counts."""
     meta = cache.meta
     if (meta.get("source"), meta.get("target")) != (source, target):

@@ -1,21 +1,30 @@
-"""The ``train:`` section of the configuration: defaults, checks and the resolution pairs."""
+"""The ``train:`` section of the configuration, sorted by what a change of each key reruns.
+
+* :class:`FitSettings`, the model and its optimisation: a change retrains (the train rule's params);
+* :class:`RunSettings`, where and how fast a job runs (``device``, ``threads``): rule resources, never
+  provenance, so a change reruns nothing;
+* ``panel_frame``, a plot setting: a change replots;
+* ``pairs``, which models the workflow builds: a workflow-level choice, no job's param.
+
+The dataclass defaults are the defaults of the config keys of the same name (docs/training.md lists
+them; a test compares). Types and ranges are checked by config/config.schema.yaml; only checks across
+keys live here (:func:`check_pairs`) and in :mod:`meshsr.learn.splits`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from meshsr.errors import InputError
 
 KINDS = ("mlp", "gnn")  # the residual networks of meshsr.learn.model
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
-class TrainSettings:
-    """Hyper-parameters of one training run; every field has a config key of the same name under ``train:``."""
+class FitSettings:
+    """What the trained model depends on: the architecture, the optimisation, the splits and the inputs."""
 
-    pairs: tuple[tuple[str, str], ...] = ()  # empty: coarsest -> finest of config 'meshes' 
     model: str = "mlp"
     hidden: int = 64
     layers: int = 3
@@ -27,76 +36,71 @@ class TrainSettings:
     lr: float = 3e-3
     weight_decay: float = 0.0
     seed: int = 0
-    device: str = "auto"
-    threads: int = 2
     test_simulations: tuple[int, ...] = (-1,)
     validation_simulations: tuple[int, ...] | None = None  # None: automatic (meshsr.learn.splits)
     use_coordinates: bool = True
-    panel_frame: int = -1
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.model not in KINDS:
-            problems.append(f"config train.model must be one of {list(KINDS)}, got {self.model!r}")
-        if self.device not in DEVICES:
-            problems.append(f"config train.device must be one of {list(DEVICES)}, got {self.device!r}")
-        for key in ("hidden", "layers", "epochs", "steps_per_epoch", "batch_size", "batch_frames", "threads"):
-            if getattr(self, key) < 1:
-                problems.append(f"config train.{key} must be >= 1, got {getattr(self, key)}")
-        if self.message_passing < 0:
-            problems.append(f"config train.message_passing must be >= 0, got {self.message_passing}")
-        if not self.lr > 0 or self.weight_decay < 0:
-            problems.append(f"config train.lr must be > 0 and train.weight_decay >= 0, got {self.lr}, {self.weight_decay}")
-        if problems:
-            raise InputError(None, "; ".join(problems))
 
     @classmethod
-    def from_config(cls, section: dict[str, Any] | None) -> TrainSettings:
-        """Settings from the config's ``train:`` mapping; missing keys take the defaults above."""
-        section = dict(section or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(section) - known)
-        if unknown:
-            raise InputError(None, f"config: unknown train setting(s) {unknown}; known: {sorted(known)}")
-        values: dict[str, Any] = {}
-        for key, value in section.items():
-            if key == "pairs":
-                value = _pairs(value)
-            elif key == "test_simulations":
-                value = _indices(key, value)
-            elif key == "validation_simulations":
-                value = None if value is None else _indices(key, value)
-            values[key] = value
+    def from_dict(cls, values: dict[str, Any] | None) -> FitSettings:
+        """From plain data (lists for the index tuples); missing keys take the defaults."""
+        values = dict(values or {})
+        _refuse_unknown(values, {f.name for f in fields(cls)})
+        if values.get("test_simulations") is not None:
+            values["test_simulations"] = tuple(values["test_simulations"])
+        if values.get("validation_simulations") is not None:
+            values["validation_simulations"] = tuple(values["validation_simulations"])
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data (lists, not tuples) for the model file and logs."""
+        """Plain data (lists, not tuples): the train rule's param and the model file's record."""
         out = asdict(self)
-        out["pairs"] = [list(p) for p in self.pairs] or None
         out["test_simulations"] = list(self.test_simulations)
-        out["validation_simulations"] = None if self.validation_simulations is None else list(self.validation_simulations)
+        if self.validation_simulations is not None:
+            out["validation_simulations"] = list(self.validation_simulations)
         return out
 
 
-def _pairs(value: Any) -> tuple[tuple[str, str], ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, (list, tuple)) or not value:
-        raise InputError(None, f"config train.pairs must be a non-empty list of [source, target] pairs, got {value!r}")
-    out = []
-    for pair in value:
-        if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not all(isinstance(x, str) for x in pair):
-            raise InputError(None, f"config train.pairs: each entry must be [source, target] resolution names, got {pair!r}")
-        out.append((pair[0], pair[1]))
-    return tuple(out)
+@dataclass(frozen=True)
+class RunSettings:
+    """Where a train or evaluate job runs; the same seed gives the same model on the same device and threads."""
+
+    device: str = "auto"  # auto: CUDA when available | cpu | cuda
+    threads: int = 2
 
 
-def _indices(key: str, value: Any) -> tuple[int, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, (list, tuple)) or not all(isinstance(x, int) and not isinstance(x, bool) for x in value):
-        raise InputError(None, f"config train.{key} must be a list of simulation indices, got {value!r}")
-    return tuple(value)
+@dataclass(frozen=True)
+class TrainSettings:
+    """The whole ``train:`` section; ``fit`` and ``run`` hold the config keys of their fields."""
+
+    pairs: tuple[tuple[str, str], ...] = ()  # empty: coarsest -> finest of config 'meshes'
+    fit: FitSettings = field(default_factory=FitSettings)
+    run: RunSettings = field(default_factory=RunSettings)
+    panel_frame: int = -1
+
+    @classmethod
+    def from_config(cls, section: dict[str, Any] | None) -> TrainSettings:
+        """Settings from the config's ``train:`` mapping; missing keys take the defaults."""
+        section = dict(section or {})
+        fit_keys, run_keys = {f.name for f in fields(FitSettings)}, {f.name for f in fields(RunSettings)}
+        _refuse_unknown(section, fit_keys | run_keys | {"pairs", "panel_frame"})
+        return cls(
+            pairs=tuple((src, dst) for src, dst in section.get("pairs") or ()),
+            fit=FitSettings.from_dict({k: v for k, v in section.items() if k in fit_keys}),
+            run=RunSettings(**{k: v for k, v in section.items() if k in run_keys}),
+            **({"panel_frame": section["panel_frame"]} if "panel_frame" in section else {}),
+        )
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Config key -> default value, as plain data (``pairs``: empty list)."""
+        default = cls()
+        return {"pairs": [], **default.fit.to_dict(), **asdict(default.run), "panel_frame": default.panel_frame}
+
+
+def _refuse_unknown(values: dict[str, Any], known: set[str]) -> None:
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InputError(None, f"config: unknown train setting(s) {unknown}; known: {sorted(known)}")
 
 
 def check_pairs(pairs: tuple[tuple[str, str], ...] | list, resolutions: list[str]) -> list[tuple[str, str]]:
@@ -112,7 +116,10 @@ def check_pairs(pairs: tuple[tuple[str, str], ...] | list, resolutions: list[str
     for src, dst in pairs:
         for name in (src, dst):
             if name not in resolutions:
-                raise InputError(None, f"config train.pairs: unknown resolution {name!r} in [{src}, {dst}]; config 'meshes' has {resolutions}")
+                raise InputError(
+                    None, f"config train.pairs: unknown resolution {name!r} in [{src}, {dst}]; "
+                    f"config 'meshes' has {resolutions}"
+                )
         if resolutions.index(src) >= resolutions.index(dst):
             raise InputError(
                 None,

@@ -41,6 +41,11 @@ class Splits:
     def train_frames(self, n_frames: int) -> tuple[int, ...]:
         return tuple(t for t in range(n_frames) if t not in self.validation_frames)
 
+    @classmethod
+    def from_dict(cls, values: dict[str, list[int]]) -> Splits:
+        """From :meth:`to_dict`'s plain data (a model file's record); missing lists are empty."""
+        return cls(**{k: tuple(values.get(k, ())) for k in (*SPLITS, "validation_frames")})
+
     def to_dict(self) -> dict[str, list[int]]:
         out = {name: list(getattr(self, name)) for name in SPLITS}
         out["validation_frames"] = list(self.validation_frames)
@@ -76,21 +81,24 @@ def make_splits(
         val_ids = resolve("validation_simulations", validation)
     both = sorted(set(test_ids) & set(val_ids))
     if both:
-        raise InputError(None, f"config train: simulation(s) {both} are in both test_simulations and validation_simulations")
+        raise InputError(
+            None, f"config train: simulation(s) {both} are in both test_simulations and validation_simulations"
+        )
     train_ids = tuple(s for s in rest if s not in val_ids)
     if not train_ids:
         raise InputError(
             None,
             f"empty training split: all {n_simulations} simulation(s) are test {list(test_ids)} or validation "
-            f"{list(val_ids)}; provide more simulations or shorten train.test_simulations / train.validation_simulations",
+            f"{list(val_ids)}; provide more simulations or shorten train.test_simulations / "
+            "train.validation_simulations",
         )
     frames: tuple[int, ...] = ()
     if not val_ids:
         if n_frames < 2:
             raise InputError(
                 None,
-                f"no validation data: no validation simulation and only {n_frames} frame, so no frames can be held out; "
-                "provide more simulations or frames",
+                f"no validation data: no validation simulation and only {n_frames} frame, so no frames can be "
+                "held out; provide more simulations or frames",
             )
         held = max(1, math.ceil(VALIDATION_FRAME_FRACTION * n_frames))
         frames = tuple(range(n_frames - held, n_frames))

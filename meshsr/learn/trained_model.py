@@ -16,7 +16,7 @@ from torch import nn
 
 from meshsr.atomic import atomic_path
 from meshsr.errors import InputError
-from meshsr.learn.model import ModelConfig, build_model
+from meshsr.learn.model import CHUNK_NODES, ModelConfig, build_model, infer
 from meshsr.learn.normalisation import Normalisation
 
 FORMAT_VERSION = 1
@@ -37,8 +37,8 @@ class TrainedModel:
     settings: dict[str, Any] = field(default_factory=dict)
     splits: dict[str, list[int]] = field(default_factory=dict)
     history: dict[str, Any] = field(default_factory=dict)
+    run: dict[str, Any] = field(default_factory=dict)  # where it was trained: a record, never read back as a setting
 
-    @torch.no_grad()
     def predict(
         self,
         features: np.ndarray,
@@ -46,20 +46,19 @@ class TrainedModel:
         interp: np.ndarray,
         graph: torch.Tensor | None = None,
         device: torch.device | str = "cpu",
-        chunk_nodes: int = 1 << 18,
+        chunk_nodes: int = CHUNK_NODES,
     ) -> np.ndarray:
-        """Destination fields (T, N, F) float32 from raw features (T, N, K), local scales and interpolation (T, N, F)."""
-        self.network.eval()
-        t_len, n, k = features.shape
-        per_chunk = max(1, chunk_nodes // n)
+        """Destination fields (T, N, F) float32 from raw features (T, N, K), local scales and interpolation (T, N, F).
+
+        .. math::  \\hat u = I u + s \\odot r_\\theta(z)
+        """
+        t_len, n, _ = features.shape
         out = np.empty(interp.shape, dtype=np.float32)
-        for start in range(0, t_len, per_chunk):
-            x = torch.from_numpy(self.normalisation.features(features[start : start + per_chunk])).to(device)
-            if self.config.kind == "mlp":
-                y = self.network(x.reshape(-1, k)).reshape(len(x), n, -1)
-            else:
-                y = self.network(x, graph)
-            chunk = slice(start, start + per_chunk)
+
+        def inputs(chunk: slice) -> torch.Tensor:
+            return torch.from_numpy(self.normalisation.features(features[chunk])).to(device)
+
+        for chunk, y in infer(self.network, inputs, t_len, n, graph, chunk_nodes):
             out[chunk] = interp[chunk] + y.cpu().numpy() * scales[chunk]
         return out
 
@@ -77,6 +76,7 @@ class TrainedModel:
             "settings": self.settings,
             "splits": self.splits,
             "history": self.history,
+            "run": self.run,
         }
 
     def save(self, path: str | Path) -> None:
@@ -116,4 +116,5 @@ class TrainedModel:
             settings=state.get("settings", {}),
             splits=state.get("splits", {}),
             history=state.get("history", {}),
+            run=state.get("run", {}),
         )

@@ -1,21 +1,24 @@
 """Train the residual network of one resolution pair.
 
 The training split's features and standardised residuals live in memory as tensors on
-the training device; each step draws a batch of rows (``mlp``: node samples, ``gnn``:
-whole frames) from a seeded permutation.  Adam with a one-cycle schedule minimises
+the training device; each step draws a batch of samples (``mlp``: node-frames, ``gnn``:
+whole frames) from a seeded permutation.  AdamW with a one-cycle schedule minimises
 
-.. math::  L = \\frac{1}{|B| F} \\sum_{b \\in B} \\sum_f (r_\\theta(z_b)_f - y_{b,f})^2
+.. math::  L = \\operatorname{mean}_{b \\in B,\\, f} \\big(g_{b,f}\\, r_\\theta(z_b)_f - y_{b,f}\\big)^2,
+    \\qquad y = (u_{dst} - I u) / \\rho_r, \\qquad g = s / \\rho_r,
 
-on standardised residuals :math:`y`; after every epoch the same loss on the validation
-simulations picks the checkpoint that is kept.
+the network output times the local scale :math:`s` against the residual, both in units
+of the residual's training RMS :math:`\\rho_r` per field (:mod:`meshsr.learn.normalisation`).
+After every epoch the same loss on the validation data picks the checkpoint that is kept.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,16 +27,15 @@ import torch
 from tqdm import tqdm
 
 from meshsr.atomic import atomic_open
-from meshsr.errors import InputError
 from meshsr.learn.device import make_deterministic, pick_device
-from meshsr.learn.features import FeatureBuilder
-from meshsr.learn.model import ModelConfig, build_model, mean_adjacency
+from meshsr.learn.features import FeatureBuilder, field_spread
+from meshsr.learn.model import ModelConfig, build_model, infer, mean_adjacency
 from meshsr.learn.normalisation import Normalisation
 from meshsr.learn.pair_data import PairData, load_pair_data
+from meshsr.learn.settings import FitSettings, RunSettings
 from meshsr.learn.splits import Splits, make_splits
-from meshsr.mesh.bundle import peek_shape
-from meshsr.learn.settings import TrainSettings, check_pairs
 from meshsr.learn.trained_model import TrainedModel
+from meshsr.mesh.bundle import peek_shape
 
 log_default = logging.getLogger("meshsr")
 
@@ -45,6 +47,29 @@ class SplitTensors:
     features: torch.Tensor
     targets: torch.Tensor
     gains: torch.Tensor
+
+    def samples(self, kind: str) -> SplitTensors:
+        """What a batch draws from: node-frame rows (``mlp``) or whole frames (``gnn``, as stored)."""
+        if kind != "mlp":
+            return self
+        return SplitTensors(*(t.reshape(-1, t.shape[-1]) for t in (self.features, self.targets, self.gains)))
+
+
+@dataclass
+class Checkpoint:
+    """The epoch with the lowest validation loss so far and a copy of its weights."""
+
+    epoch: int = 0
+    loss: float = math.inf
+    state: dict[str, torch.Tensor] | None = None
+
+    def offer(self, epoch: int, loss: float, network: torch.nn.Module) -> bool:
+        """Keep ``network``'s weights if ``loss`` is the lowest so far; True if kept."""
+        if not loss < self.loss:
+            return False
+        self.epoch, self.loss = epoch, loss
+        self.state = {k: v.detach().clone() for k, v in network.state_dict().items()}
+        return True
 
 
 def residual(data: PairData, sim: int) -> np.ndarray:
@@ -68,7 +93,7 @@ def build_tensors(
     scales = np.empty((len(sims) * t, data.shape[2], f), dtype=np.float32)
     every = picked == list(range(data.shape[1]))
     for i, sim in enumerate(sims):
-        features, scale = builder.simulation(sim)
+        features, scale = data.features(builder, sim)
         raw[i * t : (i + 1) * t] = features if every else features[picked]
         scales[i * t : (i + 1) * t] = scale if every else scale[picked]
         del features
@@ -100,107 +125,143 @@ class _Batches:
         return idx
 
 
-def _loss_on(network: torch.nn.Module, split: SplitTensors, kind: str, graph, chunk_nodes: int = 1 << 18) -> float:
+def _loss_on(network: torch.nn.Module, split: SplitTensors, graph: torch.Tensor | None) -> float:
     """Mean squared error on standardised residuals over a whole split, no gradients."""
-    network.eval()
-    frames, n, k = split.features.shape
-    per_chunk = max(1, chunk_nodes // n)
+    frames, n, _ = split.features.shape
     total = 0.0
-    with torch.no_grad():
-        for start in range(0, frames, per_chunk):
-            x = split.features[start : start + per_chunk]
-            y = split.targets[start : start + per_chunk]
-            out = network(x.reshape(-1, k)).reshape(y.shape) if kind == "mlp" else network(x, graph)
-            out = out * split.gains[start : start + per_chunk]
-            total += float(((out - y) ** 2).sum(dtype=torch.float64))
-    network.train()
+    for chunk, out in infer(network, lambda c: split.features[c], frames, n, graph):
+        total += float(((out * split.gains[chunk] - split.targets[chunk]) ** 2).sum(dtype=torch.float64))
     return total / split.targets.numel()
 
 
-def train_pair(
-    data: PairData,
-    settings: TrainSettings,
-    log: logging.Logger = log_default,
-    progress: bool = True,
-) -> TrainedModel:
-    """Train on the training simulations of ``data``; keep the epoch with the lowest validation loss."""
-    s, t, n, f = data.shape
-    splits: Splits = make_splits(s, t, settings.test_simulations, settings.validation_simulations)
-    device = pick_device(settings.device)
-    generator = make_deterministic(settings.seed, device, settings.threads)
-    log.info("pair %s -> %s: S=%d T=%d N=%d F=%d on %s", data.source, data.target, s, t, n, f, device)
+def _log_splits(log: logging.Logger, splits: Splits, n_frames: int) -> None:
     if splits.validation_frames:
+        first = splits.validation_frames[0]
         log.info(
             "splits: train %s (frames %d-%d), validation frames %d-%d of the training simulations, test %s",
-            list(splits.train), 0, splits.validation_frames[0] - 1, splits.validation_frames[0], t - 1, list(splits.test),
+            list(splits.train), 0, first - 1, first, n_frames - 1, list(splits.test),
         )
     else:
-        log.info("splits: train %s, validation %s, test %s", list(splits.train), list(splits.validation), list(splits.test))
+        names = ("train", "validation", "test")
+        log.info("splits: train %s, validation %s, test %s", *(list(getattr(splits, k)) for k in names))
 
-    start = time.perf_counter()
-    builder = FeatureBuilder.for_training(data, splits.train, splits.train_frames(t), settings.use_coordinates)
-    train, norm = build_tensors(builder, data, splits.train, splits.train_frames(t), None, device)
+
+def prepare_data(
+    data: PairData, splits: Splits, use_coordinates: bool, device: torch.device
+) -> tuple[FeatureBuilder, SplitTensors, SplitTensors, Normalisation]:
+    """The feature builder and the training and validation tensors, standardised by the training split."""
+    t = data.shape[1]
+    train_frames = splits.train_frames(t)
+    std = field_spread(data.cache.interpolated, splits.train, train_frames)
+    builder = data.feature_builder(use_coordinates=use_coordinates, field_std=std)
+    train, norm = build_tensors(builder, data, splits.train, train_frames, None, device)
     if splits.validation_frames:
         val, _ = build_tensors(builder, data, splits.train, splits.validation_frames, norm, device)
     else:
         val, _ = build_tensors(builder, data, splits.validation, tuple(range(t)), norm, device)
-    log.info("%d features per node (%s); tensors built in %.1f s", builder.n_features, ", ".join(builder.names), time.perf_counter() - start)
+    return builder, train, val, norm
 
-    config = ModelConfig(
-        kind=settings.model,
-        n_inputs=builder.n_features,
-        n_outputs=f,
-        hidden=settings.hidden,
-        layers=settings.layers,
-        message_passing=settings.message_passing,
+
+def model_config(fit: FitSettings, n_inputs: int, n_outputs: int) -> ModelConfig:
+    return ModelConfig(
+        kind=fit.model,
+        n_inputs=n_inputs,
+        n_outputs=n_outputs,
+        hidden=fit.hidden,
+        layers=fit.layers,
+        message_passing=fit.message_passing,
     )
-    network = build_model(config).to(device)
-    graph = mean_adjacency(data.target_mesh.cells, n, device) if config.kind == "gnn" else None
-    log.info("model %s: %d parameters", config, sum(p.numel() for p in network.parameters()))
 
-    total_steps = settings.epochs * settings.steps_per_epoch
-    optimiser = torch.optim.AdamW(network.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=settings.lr, total_steps=total_steps, pct_start=0.05)
-    if config.kind == "mlp":
-        x_rows = train.features.reshape(-1, builder.n_features)
-        y_rows = train.targets.reshape(-1, f)
-        g_rows = train.gains.reshape(-1, f)
-        batches = _Batches(len(x_rows), settings.batch_size, generator)
-    else:
-        x_rows, y_rows, g_rows = train.features, train.targets, train.gains
-        batches = _Batches(len(x_rows), settings.batch_frames, generator)
 
+def fit_network(
+    network: torch.nn.Module,
+    kind: str,
+    graph: torch.Tensor | None,
+    train: SplitTensors,
+    val: SplitTensors,
+    fit: FitSettings,
+    generator: torch.Generator,
+    label: str,
+    log: logging.Logger = log_default,
+    progress: bool = True,
+) -> tuple[Checkpoint, dict[str, list]]:
+    """Run the epochs; the best checkpoint (not yet loaded into ``network``) and the loss history."""
+    device = train.features.device
+    samples = train.samples(kind)
+    batches = _Batches(len(samples.features), fit.batch_size if kind == "mlp" else fit.batch_frames, generator)
+    optimiser = torch.optim.AdamW(network.parameters(), lr=fit.lr, weight_decay=fit.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, max_lr=fit.lr, total_steps=fit.epochs * fit.steps_per_epoch, pct_start=0.05
+    )
     history: dict[str, list] = {"epoch": [], "train_loss": [], "validation_loss": [], "seconds": []}
-    best = (float("inf"), 0, None)
+    best = Checkpoint()
     network.train()
     start = time.perf_counter()
-    for epoch in range(1, settings.epochs + 1):
+    for epoch in range(1, fit.epochs + 1):
+        steps = tqdm(
+            range(fit.steps_per_epoch), desc=f"{label} epoch {epoch}/{fit.epochs}", file=sys.stderr,
+            disable=not progress, leave=False,
+        )
         running = torch.zeros((), dtype=torch.float64, device=device)
-        bar = tqdm(range(settings.steps_per_epoch), desc=f"{data.source}->{data.target} epoch {epoch}/{settings.epochs}", file=sys.stderr, disable=not progress, leave=False)
-        for _ in bar:
+        for _ in steps:
             idx = batches.next().to(device)
-            out = network(x_rows[idx], graph) * g_rows[idx]
-            loss = torch.mean((out - y_rows[idx]) ** 2)
+            loss = torch.mean((network(samples.features[idx], graph) * samples.gains[idx] - samples.targets[idx]) ** 2)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             schedule.step()
             running += loss.detach()
-        bar.close()
-        train_loss = float(running) / settings.steps_per_epoch
-        val_loss = _loss_on(network, val, config.kind, graph)
+        steps.close()
+        train_loss, val_loss = float(running) / fit.steps_per_epoch, _loss_on(network, val, graph)
         elapsed = time.perf_counter() - start
-        for key, value in zip(history, (epoch, train_loss, val_loss, elapsed)):
+        for key, value in zip(history, (epoch, train_loss, val_loss, elapsed), strict=True):
             history[key].append(value)
-        marker = ""
-        if val_loss < best[0]:
-            best = (val_loss, epoch, {k: v.detach().clone() for k, v in network.state_dict().items()})
-            marker = " *"
-        log.info("epoch %d/%d  train loss %.5f  validation loss %.5f  %.1f s%s", epoch, settings.epochs, train_loss, val_loss, elapsed, marker)
+        marker = " *" if best.offer(epoch, val_loss, network) else ""
+        log.info(
+            "epoch %d/%d  train loss %.5f  validation loss %.5f  %.1f s%s",
+            epoch, fit.epochs, train_loss, val_loss, elapsed, marker,
+        )
+    return best, history
 
-    network.load_state_dict(best[2])
-    history["best_epoch"] = best[1]
-    log.info("kept epoch %d (validation loss %.5f); training took %.1f s", best[1], best[0], time.perf_counter() - start)
+
+def train_pair(
+    data: PairData,
+    fit: FitSettings,
+    run: RunSettings | None = None,
+    splits: Splits | None = None,
+    log: logging.Logger = log_default,
+    progress: bool = True,
+) -> TrainedModel:
+    """Train on the training simulations of ``data``; keep the epoch with the lowest validation loss.
+
+    ``run``: device and threads (default :class:`RunSettings`); ``splits``: made from ``fit`` if not given.
+    """
+    run = run or RunSettings()
+    s, t, n, f = data.shape
+    splits = splits or make_splits(s, t, fit.test_simulations, fit.validation_simulations)
+    device = pick_device(run.device)
+    generator = make_deterministic(fit.seed, device, run.threads)
+    log.info("pair %s -> %s: S=%d T=%d N=%d F=%d on %s", data.source, data.target, s, t, n, f, device)
+    _log_splits(log, splits, t)
+
+    start = time.perf_counter()
+    builder, train, val, norm = prepare_data(data, splits, fit.use_coordinates, device)
+    log.info(
+        "%d features per node (%s); tensors built in %.1f s",
+        builder.n_features, ", ".join(builder.names), time.perf_counter() - start,
+    )
+    config = model_config(fit, builder.n_features, f)
+    network = build_model(config).to(device)
+    graph = mean_adjacency(data.target_mesh.cells, n, device) if config.kind == "gnn" else None
+    log.info("model %s: %d parameters", config, sum(p.numel() for p in network.parameters()))
+
+    start = time.perf_counter()
+    label = f"{data.source}->{data.target}"
+    best, history = fit_network(network, config.kind, graph, train, val, fit, generator, label, log, progress)
+    network.load_state_dict(best.state)
+    history["best_epoch"] = best.epoch
+    seconds = time.perf_counter() - start
+    log.info("kept epoch %d (validation loss %.5f); training took %.1f s", best.epoch, best.loss, seconds)
     return TrainedModel(
         config=config,
         network=network.cpu(),
@@ -210,9 +271,10 @@ def train_pair(
         field_names=data.field_names,
         source=data.source,
         target=data.target,
-        settings=settings.to_dict(),
+        settings=fit.to_dict(),
         splits=splits.to_dict(),
         history=history,
+        run={"device": device.type, "threads": run.threads},
     )
 
 
@@ -223,29 +285,28 @@ def train_job(
     dst_path: str | Path,
     cache_path: str | Path | None,
     out_path: str | Path,
-    settings: dict,
-    resolutions: list[str],
+    fit: dict,
     history_path: str | Path | None = None,
+    device: str = RunSettings.device,
+    threads: int = RunSettings.threads,
     rebuild: str | None = None,
     memo: str | Path | None = None,
-    threads: int | None = None,
     log: logging.Logger = log_default,
     progress: bool = True,
 ) -> TrainedModel:
-    """The train rule: check the settings, read (or, without ``cache_path``, build) the pair, train, save.
+    """The train rule: read (or, without ``cache_path``, build) the pair, train on ``device``, save.
 
-    ``history_path``: also write the loss history as CSV (what the loss plot reads).
+    ``fit``: the rule's :class:`FitSettings` as plain data.  ``history_path``: also write the
+    loss history as CSV (what the loss plot reads).
     """
-    parsed = TrainSettings.from_config(settings)
-    if threads is not None:
-        parsed = replace(parsed, threads=threads)
-    check_pairs([(source, target)], list(resolutions))
+    settings = FitSettings.from_dict(fit)
     shape = peek_shape(src_path)
-    if shape is not None:  # refuse an empty training split before reading anything big
-        make_splits(*shape, parsed.test_simulations, parsed.validation_simulations)
+    # Refuse an empty training split before reading anything big; without the header, after.
+    splits = None if shape is None else make_splits(*shape, settings.test_simulations, settings.validation_simulations)
     data = load_pair_data(source, target, src_path, dst_path, cache_path, rebuild, memo)
-    log.info("inputs: %s", f"cache {cache_path}" if cache_path else f"built in memory from {src_path} and {dst_path} (use_cache: false)")
-    trained = train_pair(data, parsed, log, progress)
+    in_memory = f"built in memory from {src_path} and {dst_path} (use_cache: false)"
+    log.info("inputs: %s", f"cache {cache_path}" if cache_path else in_memory)
+    trained = train_pair(data, settings, RunSettings(device, threads), splits, log, progress)
     trained.save(out_path)
     if history_path is not None:
         write_history(trained.history, history_path)
