@@ -102,8 +102,8 @@ class _Trap:
         return (shutil.copyfile, (os.devnull, self.marker))
 
 
-def pickled_object_npz(path: Path, marker: Path, template: Path | None = None) -> None:
-    """An npz whose ``meta`` is an object array: loading it with pickle would create ``marker``.
+def pickled_object_npz(path: Path, marker: Path, template: Path | None = None, key: str = "meta") -> None:
+    """An npz whose ``key`` is an object array: loading it with pickle would create ``marker``.
 
     With ``template`` (a valid cache) every other array is the template's, so only the
     object array makes the file invalid.
@@ -114,7 +114,7 @@ def pickled_object_npz(path: Path, marker: Path, template: Path | None = None) -
             arrays = {k: data[k] for k in data.files}
     trap = np.empty((), dtype=object)
     trap[()] = _Trap(str(marker))
-    arrays["meta"] = trap
+    arrays[key] = trap
     with open(path, "wb") as fh:
         np.savez(fh, **arrays)
 

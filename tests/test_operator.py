@@ -7,9 +7,10 @@ import pytest
 from scipy.interpolate import LinearNDInterpolator
 from scipy.spatial import Delaunay
 
+from cache_helpers import pickled_object_npz, trap_fires
+from meshsr.errors import InputError
 from meshsr.interp.locate import locate_points
-
-from meshsr.interp.operator import InterpolationOperator
+from meshsr.interp.operator import METHOD, InterpolationOperator, operator_problem
 
 
 def grid_mesh_long_diagonals(n: int = 12, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -153,3 +154,90 @@ def test_degenerate_cells_are_skipped():
     cell, lam = locate_points(pts, cells, np.array([[0.2, 0.2], [1.5, 0.0]]))
     assert cell[0] == 0 and cell[1] == -1
     np.testing.assert_allclose(lam[0], [0.6, 0.2, 0.2])
+
+
+# --- the operator as a file of its own: save / load ---
+
+
+@pytest.fixture
+def saved(tmp_path):
+    """An operator with extrapolated rows (an annulus, points in its hole), saved to a file."""
+    pts, cells = annulus_mesh()
+    q = np.random.default_rng(8).uniform(-1.1, 1.1, (150, 2))
+    op = InterpolationOperator.build(pts, cells, q)
+    assert op.extrapolated.any() and not op.extrapolated.all()
+    path = tmp_path / "ops" / "coarse_fine.npz"
+    op.save(path)
+    return op, path
+
+
+def rewrite_npz(path, **changes):
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays.update(changes)
+    for key in [k for k, v in changes.items() if v is None]:
+        del arrays[key]
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def test_save_load_round_trip_applies_the_same_weights(saved):
+    op, path = saved
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # atomic: no temporary file left
+    loaded = InterpolationOperator.load(path)
+    assert loaded.method == METHOD and loaded.shape == op.shape
+    assert (loaded.matrix != op.matrix).nnz == 0 and loaded.matrix.dtype == np.float64
+    np.testing.assert_array_equal(loaded.extrapolated, op.extrapolated)
+    fields = np.random.default_rng(9).normal(size=(2, op.shape[1], 3))
+    np.testing.assert_array_equal(loaded.apply(fields), op.apply(fields))
+
+
+def test_load_keeps_the_recorded_method(saved):
+    op, path = saved
+    InterpolationOperator(op.matrix, op.extrapolated, method="another-method").save(path)
+    assert InterpolationOperator.load(path).method == "another-method"
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "cannot read it as a plain-array npz"),
+        (lambda p: p.write_bytes(np.random.default_rng(1).bytes(5000)), "cannot read it as a plain-array npz"),
+        (lambda p: rewrite_npz(p, op_indices=np.full(3, 10**6)), "operator index/data lengths disagree"),
+        (lambda p: rewrite_npz(p, op_data=np.full_like(np.load(p)["op_data"], np.nan)), "NaN/Inf in operator weights"),
+        (lambda p: rewrite_npz(p, op_shape=np.array([1, 2, 3])), "op_shape must be 2 integers"),
+        (lambda p: rewrite_npz(p, extrapolated=None), "missing arrays ['extrapolated']"),
+        (lambda p: rewrite_npz(p, method=np.array([1.0])), "'method' must be a 0-d string"),
+        (lambda p: np.save(open(p, "wb"), np.zeros(3)), "a single .npy array"),
+        (lambda p: p.unlink(), "does not exist"),
+    ],
+    ids=["truncated", "random-bytes", "lengths", "nan", "shape", "missing", "method", "npy", "missing-file"],
+)
+def test_a_damaged_operator_file_is_one_error_naming_it(saved, damage, problem):
+    _, path = saved
+    damage(path)
+    with pytest.raises(InputError) as info:
+        InterpolationOperator.load(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and problem in message and "\n" not in message
+
+
+def test_out_of_range_index_is_refused_by_the_check_the_cache_reader_shares(saved):
+    op, path = saved
+    arrays = op.arrays()
+    arrays["op_indices"][0] = op.shape[1]
+    assert operator_problem(arrays) == "operator indices out of range"
+    assert operator_problem(op.arrays(), n_dst=op.shape[0] + 1).startswith("operator shape")
+    rewrite_npz(path, op_indices=arrays["op_indices"])
+    with pytest.raises(InputError, match="invalid interpolation operator: operator indices out of range"):
+        InterpolationOperator.load(path)
+
+
+def test_a_pickled_array_is_refused_without_running_it(saved, tmp_path):
+    assert trap_fires(tmp_path)
+    _, path = saved
+    marker = tmp_path / "executed"
+    pickled_object_npz(path, marker, template=path, key="method")
+    with pytest.raises(InputError, match="not an interpolation operator"):
+        InterpolationOperator.load(path)
+    assert not marker.exists()
