@@ -14,6 +14,7 @@ tetrahedra are the cells and its point data become the F field components (S = T
 from __future__ import annotations
 
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,8 @@ import numpy as np
 
 from meshsr.atomic import atomic_savez
 from meshsr.errors import InputError
+from meshsr.mesh.geometry import DEGENERACY, degenerate_cells, longest_sides
+from meshsr.mesh.npz import MemberError, member_headers
 
 REQUIRED_KEYS = ("points", "fields")
 
@@ -54,27 +57,73 @@ class MeshBundle:
         return int(self.fields.shape[3])
 
 
-def delaunay_cells(points: np.ndarray) -> np.ndarray:
-    """Delaunay simplices of ``points`` (used only when a bundle has no ``cells``)."""
-    from scipy.spatial import Delaunay
+def delaunay_cells(points: np.ndarray, path: str | Path | None = None) -> np.ndarray:
+    """Delaunay simplices of ``points`` (used only when a bundle has no ``cells``).
 
-    return Delaunay(points).simplices.astype(np.int64)
+    ``points`` must already have passed :func:`check_points`; inputs qhull cannot triangulate
+    (too few, collinear or coplanar points) raise :class:`InputError` naming ``path``.
+    """
+    from scipy.spatial import Delaunay, QhullError
+
+    _check_triangulable(points, path)
+    try:
+        return Delaunay(points).simplices.astype(np.int64)
+    except QhullError as exc:  # last resort: nearly flat inputs that pass the rank test
+        reason = str(exc).strip().splitlines()[0]
+        problem = f"no 'cells' given and qhull cannot triangulate the points ({reason})"
+        raise InputError(path, f"{problem}; {_NO_CELLS_HINT}") from None
 
 
-def validate_bundle(bundle: MeshBundle, path: str | Path) -> MeshBundle:
-    """Check shapes, dtypes, finiteness and index ranges; raise :class:`InputError` naming ``path``."""
-    pts, cells, fields = bundle.points, bundle.cells, bundle.fields
-    if pts.ndim != 2 or pts.shape[1] not in (2, 3) or pts.shape[0] == 0:
-        raise InputError(path, f"'points' must have shape (N, 2) or (N, 3), got {pts.shape}")
-    if not np.issubdtype(pts.dtype, np.floating) or not np.isfinite(pts).all():
-        raise InputError(path, "'points' must be finite floating-point numbers")
-    n, d = pts.shape
-    if cells.ndim != 2 or cells.shape[1] != d + 1 or cells.shape[0] == 0:
+_NO_CELLS_HINT = "add a 'cells' array, or check the coordinates (a column missing, repeated or constant?)"
+_RESCALE_HINT = "rescale the mesh (e.g. to units in which it spans about 1)"
+
+
+def _check_triangulable(points: np.ndarray, path: str | Path | None) -> None:
+    n, d = points.shape
+    if n < d + 1:
+        problem = f"no 'cells' given and only {n} points: a {d}D mesh needs at least {d + 1}"
+        raise InputError(path, f"{problem}; check the file holds the whole mesh")
+    rank = np.linalg.matrix_rank(points - points.mean(axis=0))
+    if rank < d:
+        where = ("at one point", "on one line", "in one plane")[rank]
+        problem = f"no 'cells' given and all {n} points lie {where}: nothing to triangulate in {d}D"
+        raise InputError(path, f"{problem}; check the coordinates (a column missing, repeated or constant?)")
+
+
+def check_points(points: np.ndarray, path: str | Path | None) -> None:
+    """Shape, dtype, finiteness and floating-point extent of a bundle's ``points``."""
+    if points.ndim == 2 and points.shape[0] == 0:
+        raise InputError(path, f"empty mesh: 'points' has no rows (shape {points.shape}); export the mesh's nodes")
+    if points.ndim != 2 or points.shape[1] not in (2, 3):
+        raise InputError(path, f"'points' must have shape (N, 2) or (N, 3), got {points.shape}")
+    if not np.issubdtype(points.dtype, np.floating):
+        raise InputError(path, f"'points' must be floating-point numbers, got {points.dtype}; save them as float64")
+    bad = ~np.isfinite(points).all(axis=1)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        problem = f"'points' holds NaN/Inf at {int(bad.sum())} of {len(points)} nodes (first: node {first})"
+        raise InputError(path, f"{problem}; fix or remove those nodes")
+    coords = points.astype(np.float64, copy=False)
+    with np.errstate(over="ignore"):
+        span = np.max(coords.max(axis=0) - coords.min(axis=0))
+        bound = (np.sqrt(points.shape[1]) * span) ** points.shape[1]  # |det E| <= this for every cell
+    if not np.isfinite(bound):
+        raise InputError(path, f"coordinates span {span:.3g}: cell volumes overflow floating point; {_RESCALE_HINT}")
+
+
+def _check_cells(cells: np.ndarray, n: int, d: int, path: str | Path) -> None:
+    if cells.ndim == 2 and cells.shape[0] == 0:
+        raise InputError(path, f"empty mesh: 'cells' has no rows (shape {cells.shape}); export the mesh with its cells")
+    if cells.ndim != 2 or cells.shape[1] != d + 1:
         raise InputError(path, f"'cells' must have shape (M, {d + 1}) for {d}D points, got {cells.shape}")
     if not np.issubdtype(cells.dtype, np.integer):
         raise InputError(path, f"'cells' must be integer, got {cells.dtype}")
     if cells.min() < 0 or cells.max() >= n:
         raise InputError(path, f"'cells' index out of range [0, {n}): min {cells.min()}, max {cells.max()}")
+
+
+def _check_fields(bundle: MeshBundle, n: int, path: str | Path) -> None:
+    fields = bundle.fields
     if fields.ndim != 4 or fields.shape[2] != n:
         raise InputError(path, f"'fields' must have shape (S, T, {n}, F), got {fields.shape}")
     if fields.dtype not in (np.float32, np.float64):
@@ -88,30 +137,95 @@ def validate_bundle(bundle: MeshBundle, path: str | Path) -> MeshBundle:
         raise InputError(path, f"'field_names' has {len(bundle.field_names)} names for F={fields.shape[3]}")
     if bundle.times is not None and bundle.times.shape != (fields.shape[1],):
         raise InputError(path, f"'times' must have shape ({fields.shape[1]},), got {bundle.times.shape}")
+
+
+def _first(indices: np.ndarray, k: int = 5) -> str:
+    shown = ", ".join(str(int(i)) for i in indices[:k])
+    return f"[{shown}{', ...' if len(indices) > k else ''}]"
+
+
+def _check_cell_scale(points: np.ndarray, cells: np.ndarray, path: str | Path) -> None:
+    """Cell volumes must not underflow, or the degeneracy rule could not tell a cell from a point."""
+    d = points.shape[1]
+    sides = longest_sides(points, cells)
+    with np.errstate(under="ignore"):
+        tiny = (sides > 0) & (sides**d < np.finfo(float).tiny / DEGENERACY)
+    if tiny.any():
+        smallest = sides[tiny].min()
+        raise InputError(path, f"cells as small as {smallest:.3g} across: their volumes underflow floating point; "
+                         f"{_RESCALE_HINT}")
+
+
+def _check_duplicates(points: np.ndarray, cells: np.ndarray, path: str | Path) -> None:
+    """No two nodes used by the cells may share a coordinate: the mesh would be tangled."""
+    used = np.unique(cells)
+    coords = points[used] + 0.0  # -0.0 -> 0.0
+    order = np.lexsort(coords.T[::-1])
+    same = (coords[order[1:]] == coords[order[:-1]]).all(axis=1)
+    if not same.any():
+        return
+    pairs = np.sort(np.column_stack([used[order[:-1]][same], used[order[1:]][same]]), axis=1)
+    i, j = pairs[np.lexsort(pairs.T[::-1])[0]]
+    where = tuple(float(x) for x in points[i])
+    problem = f"duplicate points: {int(same.sum())} point(s) used by the cells repeat another's coordinates"
+    raise InputError(path, f"{problem} (first: points {i} and {j}, both at {where}); merge them and renumber the cells")
+
+
+def _check_degenerate(points: np.ndarray, cells: np.ndarray, path: str | Path) -> None:
+    bad = degenerate_cells(points, cells)
+    if len(bad):
+        measure = "area" if points.shape[1] == 2 else "volume"
+        problem = f"{len(bad)} of {len(cells)} cells are degenerate (zero {measure}; first: cells {_first(bad)})"
+        raise InputError(path, f"{problem}; remove or repair them in the mesh generator (meshsr refuses rather than "
+                         "drops them: dropping a cell is not exact in general)")
+
+
+def validate_bundle(bundle: MeshBundle, path: str | Path) -> MeshBundle:
+    """Check shapes, dtypes, finiteness, index ranges and cell geometry; raise :class:`InputError` naming ``path``."""
+    check_points(bundle.points, path)
+    n, d = bundle.points.shape
+    _check_cells(bundle.cells, n, d, path)
+    _check_fields(bundle, n, path)
+    points = bundle.points.astype(np.float64, copy=False)
+    _check_cell_scale(points, bundle.cells, path)
+    _check_duplicates(points, bundle.cells, path)
+    _check_degenerate(points, bundle.cells, path)
     return bundle
+
+
+BUNDLE_KEYS = ("points", "cells", "fields", "field_names", "times")
+_READ_ERRORS = (OSError, EOFError, KeyError, NotImplementedError, RuntimeError, zipfile.BadZipFile, zlib.error)
+_REEXPORT_HINT = "re-export the bundle with numpy.savez from plain numeric arrays"
+
+
+def _read_npz_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The bundle's arrays, each header checked (size, no objects) before numpy reads it."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            headers = member_headers(zf, BUNDLE_KEYS)
+            found = sorted(name.removesuffix(".npy") for name in zf.namelist())
+        missing = [k for k in REQUIRED_KEYS if k not in headers]
+        if missing:
+            raise InputError(path, f"missing required array(s) {missing}; found {found}")
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in headers}
+    except MemberError as exc:
+        raise InputError(path, f"cannot read npz: {exc}; {_REEXPORT_HINT}") from None
+    except MemoryError:
+        raise InputError(path, "cannot read npz: its arrays do not fit in memory; use a machine with more") from None
+    except (ValueError, *_READ_ERRORS) as exc:
+        raise InputError(path, f"cannot read npz: {exc}; {_REEXPORT_HINT}") from None
 
 
 def _load_npz(path: Path) -> MeshBundle:
     if not zipfile.is_zipfile(path):
         raise InputError(path, "cannot read npz: not a zip archive (truncated or not an .npz)")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [k for k in REQUIRED_KEYS if k not in data.files]
-            if missing:
-                raise InputError(path, f"missing required array(s) {missing}; found {sorted(data.files)}")
-            arrays = {k: data[k] for k in data.files}
-    except InputError:
-        raise
-    except ValueError as exc:  # object arrays need pickle, which we never load
-        raise InputError(path, "not a plain-array npz: it holds pickled objects, which meshsr never loads") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise InputError(path, f"cannot read npz: {exc}") from None
+    arrays = _read_npz_arrays(path)
     points = np.asarray(arrays["points"])
     cells = arrays.get("cells")
     if cells is None:
-        if points.ndim != 2 or points.shape[1] not in (2, 3):
-            raise InputError(path, f"'points' must have shape (N, 2) or (N, 3), got {points.shape}")
-        cells = delaunay_cells(points.astype(np.float64))
+        check_points(points, path)
+        cells = delaunay_cells(points.astype(np.float64), path)
     names = arrays.get("field_names")
     times = arrays.get("times")
     return MeshBundle(

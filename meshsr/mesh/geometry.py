@@ -5,7 +5,8 @@ A simplex :math:`K = [v_0, \dots, v_D]` is the image of the reference simplex un
 barycentric coordinates are :math:`(\lambda_1, \dots, \lambda_D) = E^{-1} (x - v_0)`,
 :math:`\lambda_0 = 1 - \sum_{i \ge 1} \lambda_i`, and :math:`|\det E| = D!\,|K|`.
 A cell counts as degenerate when :math:`|\det E|` is below :data:`DEGENERACY` times the
-volume of its bounding box: such cells locate nothing and carry no gradient.
+volume of its bounding box: such cells locate nothing and carry no gradient, and
+:func:`meshsr.mesh.bundle.load_bundle` refuses a bundle that has any.
 """
 
 from __future__ import annotations
@@ -28,17 +29,38 @@ class AffineMaps:
     nondegenerate: np.ndarray
 
 
+def _edges(verts: np.ndarray) -> np.ndarray:
+    """:math:`E` of every cell: columns :math:`v_i - v_0`."""
+    return np.swapaxes(verts[:, 1:] - verts[:, :1], 1, 2)
+
+
+def _nondegenerate(det: np.ndarray, verts: np.ndarray) -> np.ndarray:
+    """The degeneracy rule (module docstring): :math:`|\\det E|` against the bounding-box volume."""
+    box = np.maximum(np.prod(verts.max(axis=1) - verts.min(axis=1), axis=1), np.finfo(float).tiny)
+    return np.abs(det) > DEGENERACY * box
+
+
 def affine_maps(points: np.ndarray, cells: np.ndarray) -> AffineMaps:
     """:math:`E`, :math:`\\det E` and :math:`E^{-1}` of every cell; degenerate cells get a zero inverse."""
     verts = points[cells]
-    edges = np.swapaxes(verts[:, 1:] - verts[:, :1], 1, 2)  # columns v_i - v_0
+    edges = _edges(verts)
     det = np.linalg.det(edges)
-    lo, hi = verts.min(axis=1), verts.max(axis=1)
-    box = np.maximum(np.prod(hi - lo, axis=1), np.finfo(float).tiny)
-    good = np.abs(det) > DEGENERACY * box
+    good = _nondegenerate(det, verts)
     inv = np.zeros_like(edges)
     inv[good] = np.linalg.inv(edges[good])
     return AffineMaps(vertices=verts, determinant=det, inverse=inv, nondegenerate=good)
+
+
+def degenerate_cells(points: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """Indices of the cells that :func:`affine_maps` treats as degenerate."""
+    verts = points[cells]
+    return np.flatnonzero(~_nondegenerate(np.linalg.det(_edges(verts)), verts))
+
+
+def longest_sides(points: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """Longest bounding-box side :math:`L` of every cell: :math:`|\\det E| \\le (\\sqrt{D} L)^D`."""
+    verts = points[cells]
+    return (verts.max(axis=1) - verts.min(axis=1)).max(axis=1)
 
 
 def cell_sizes(points: np.ndarray, cells: np.ndarray) -> np.ndarray:
