@@ -14,7 +14,8 @@ import pytest
 from cache_helpers import change_content, pickled_object_npz, random_bytes, trap_fires, truncate, write_bundle
 from meshsr.cache.build import make_pair_cache
 from meshsr.cache.format import CacheError, inspect_pair_cache, read_pair_cache, write_pair_cache
-from meshsr.cache.freshness import StaleCacheError, check_fresh, rebuild_command
+from meshsr.cache.freshness import StaleCacheError, cache_code_fingerprint, check_fresh, rebuild_command
+from meshsr.learn.pair_data import load_pair_data
 
 READERS = [read_pair_cache, inspect_pair_cache]
 
@@ -181,6 +182,59 @@ def test_default_refusal_quotes_the_rebuild_command(pair):
     change_content(pair["src"])
     with pytest.raises(StaleCacheError, match="rebuild it with: snakemake --cores 1 --force"):
         check_fresh(cache, pair["cache"], pair["src"], pair["dst"])
+
+
+def rewrite_meta(path: Path, **changes) -> None:
+    """Rewrite a cache's meta with some keys changed (None: removed)."""
+    with np.load(path, allow_pickle=False) as data:
+        meta = json.loads(str(data["meta"]))
+    meta.update(changes)
+    rewrite(path, meta=np.array(json.dumps({k: v for k, v in meta.items() if v is not None})))
+
+
+def test_a_cache_records_the_fingerprint_of_the_code_that_built_it(pair):
+    assert read_pair_cache(pair["cache"]).meta["code"] == cache_code_fingerprint()
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"code": "1a2b3c4d" * 8}, "built by other cache code (fingerprint 1a2b3c4d1a2b, running "),
+        ({"code": None}, "built before code fingerprints were recorded"),
+    ],
+    ids=["other-code", "no-code"],
+)
+def test_a_cache_of_other_code_is_refused_by_its_readers_with_the_rebuild_command(change, reason, pair):
+    rewrite_meta(pair["cache"], **change)
+    cache = read_pair_cache(pair["cache"])  # well-formed: the reader itself accepts it
+    with pytest.raises(StaleCacheError) as info:
+        check_fresh(cache, pair["cache"], pair["src"], pair["dst"], rebuild="REBUILD-CMD")
+    assert f"stale cache for pair a_b: {reason}" in str(info.value)
+    assert str(info.value).endswith("rebuild it with: REBUILD-CMD")
+    with pytest.raises(StaleCacheError) as info:  # what training and evaluation call
+        load_pair_data("a", "b", pair["src"], pair["dst"], pair["cache"], rebuild="REBUILD-CMD")
+    assert reason in str(info.value) and str(info.value).endswith("rebuild it with: REBUILD-CMD")
+
+
+@pytest.mark.parametrize("reader", READERS)
+@pytest.mark.parametrize("trap_in", ["fine_features", "op_data"])
+def test_a_cache_of_another_format_version_is_stale_and_nothing_else_of_it_is_read(reader, trap_in, pair, tmp_path):
+    assert trap_fires(tmp_path)
+    marker = tmp_path / "executed"
+    current = pair["cache"].with_name("x_y.npz")
+    pickled_object_npz(current, marker, template=pair["cache"], key=trap_in)
+    with pytest.raises(CacheError, match="holds Python objects"):  # this version: structure checked
+        reader(current)
+    rewrite_meta(pair["cache"], format_version=0)
+    pickled_object_npz(pair["cache"], marker, template=pair["cache"], key=trap_in)
+    with pytest.raises(StaleCacheError) as info:
+        reader(pair["cache"])
+    message = str(info.value)
+    assert "stale cache for pair a_b: format_version 0, this meshsr reads 1; rebuild it with: " in message
+    assert message.endswith(rebuild_command(pair["cache"]))
+    with pytest.raises(StaleCacheError, match="format_version 0"):
+        load_pair_data("a", "b", pair["src"], pair["dst"], pair["cache"])
+    assert not marker.exists()
 
 
 def test_rebuild_command():

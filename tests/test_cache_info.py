@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cache_helpers import change_content, pickled_object_npz, random_bytes, trap_fires, truncate, write_bundle
@@ -84,6 +86,26 @@ def test_cache_of_another_pair_under_a_configured_name_is_stale(setup):
     rows = inventory(setup["cache_dir"], setup["pairs"], memo=setup["memo"])
     assert statuses(rows)["c_f.npz"] == "stale"
     assert "built for pair c_m" in next(r.detail for r in rows if r.pair == "c_f")
+
+
+def _rewrite_meta(path: Path, **changes) -> None:
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["meta"] = np.array(json.dumps({**json.loads(str(arrays["meta"])), **changes}))
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def test_caches_of_other_code_or_another_format_version_are_stale_with_the_reason(setup):
+    _rewrite_meta(setup["cache_dir"] / "c_m.npz", code="0" * 64)
+    _rewrite_meta(setup["cache_dir"] / "m_f.npz", format_version=0)
+    rows = {r.pair: r for r in inventory(setup["cache_dir"], setup["pairs"], memo=setup["memo"])}
+    assert {pair: r.status for pair, r in rows.items()} == {"c_f": "valid", "c_m": "stale", "m_f": "stale"}
+    assert "stale cache for pair c_m: built by other cache code (fingerprint 000000000000" in rows["c_m"].detail
+    assert rows["c_m"].source_nodes == 36  # well-formed: its numbers are still listed
+    assert "stale cache for pair m_f: format_version 0, this meshsr reads 1" in rows["m_f"].detail
+    cache_dir = setup["cache_dir"]
+    assert rows["m_f"].detail.endswith(f"--force --config cache_dir={cache_dir} {cache_dir / 'm_f.npz'}")
 
 
 def test_missing_input_makes_its_pairs_stale(setup):
