@@ -11,6 +11,14 @@
 # The generated example data are workflow outputs and stay plain (not ancient) inputs:
 # Snakemake skips the jobs below an ancient input when the job above it reruns, which
 # would leave the caches of a regenerated example stale for one run.
+#
+# Code. Snakemake's code trigger sees only scripts/pair_cache.py; the code that makes a
+# cache is the meshsr package. The `code` param is the fingerprint of the import closure
+# of meshsr.cache.build (operator, point location, geometry, bundle reader, cache format,
+# ...; comments and docstrings do not count), so an edit of that code rebuilds every cache
+# and an edit elsewhere (training, plots) none. The cache records the same fingerprint in
+# its meta; readers (training, evaluation, cache_info) refuse a cache of other cache code
+# or of another format_version as stale, with the command that rebuilds it.
 rule pair_cache:
     input:
         unpack(cache_inputs),
@@ -45,7 +53,8 @@ rule caches:
 
 # No input and no output: Snakemake runs it every time it is asked for, and it never
 # triggers a build. It reads each file with allow_pickle=False and checks the recorded
-# input digests against the current inputs (memoised, so large inputs are not rehashed).
+# code fingerprint and input digests against the running code and the current inputs
+# (memoised, so large inputs are not rehashed).
 rule cache_info:
     params:
         cache_dir=CACHE_DIR,
