@@ -1,95 +1,132 @@
-"""Metrics tables, the panel frame, plots, and refusing a model from another pair."""
+"""Metrics tables against an independent computation, the panel, plots, the run-time device, refusals."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from train_helpers import TINY, write_tiny_pair
 
-from meshsr.evaluate.norms import relative_l2
 from meshsr.errors import InputError
 from meshsr.evaluate.metrics import METRIC_COLUMNS, evaluate_job, evaluate_pair
+from meshsr.evaluate.plots import panel_frame, plot_error_vs_time, plot_loss_curves, plot_panel
 from meshsr.learn.pair_data import load_pair_data
-from meshsr.evaluate.plots import plot_error_vs_time, plot_loss_curves, plot_panel
-from meshsr.learn.settings import TrainSettings
+from meshsr.learn.settings import RunSettings
 from meshsr.learn.training import train_pair, write_history
-from train_helpers import TINY_TRAIN, write_tiny_pair
 
 PNG = b"\x89PNG\r\n\x1a\n"
+OUTPUTS = (("metrics", "m.csv"), ("html", "m.html"), ("frames", "f.csv"), ("panel", "p.npz"))
 
 
 @pytest.fixture(scope="module")
 def trained_pair(tmp_path_factory):
+    """Read-only for the tests: one that needs a changed model makes a copy (dataclasses.replace)."""
     tiny = write_tiny_pair(tmp_path_factory.mktemp("tiny"))
     data = load_pair_data("coarse", "fine", tiny.src, tiny.dst, tiny.cache)
-    trained = train_pair(data, TrainSettings.from_config(TINY_TRAIN), progress=False)
+    trained = train_pair(data, TINY.fit, RunSettings(threads=1), progress=False)
     return tiny, data, trained
 
 
-def test_metrics_have_one_row_per_split_simulation_and_field(trained_pair):
+def predictions(data, trained) -> np.ndarray:
+    """(S, T, N, F): the model applied simulation by simulation, straight through TrainedModel.predict."""
+    builder = data.feature_builder(**trained.feature_options)
+    return np.stack([trained.predict(*data.features(builder, s), data.cache.interpolated[s]) for s in range(3)])
+
+
+def errors(estimate: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """Relative L2 and RMSE by plain numpy, in float64."""
+    diff = estimate.astype(np.float64).ravel() - truth.astype(np.float64).ravel()
+    return np.linalg.norm(diff) / np.linalg.norm(truth.astype(np.float64).ravel()), np.sqrt(np.mean(diff**2))
+
+
+def test_metrics_equal_an_independent_computation(trained_pair):
     _, data, trained = trained_pair
     ev = evaluate_pair(data, trained)
-    assert list(ev.metrics.columns) == METRIC_COLUMNS
-    assert len(ev.metrics) == 3 * 2
+    assert list(ev.metrics.columns) == METRIC_COLUMNS and len(ev.metrics) == 3 * 2
     assert ev.metrics.groupby("simulation")["split"].first().tolist() == ["train", "validation", "test"]
-    row = ev.metrics[(ev.metrics.simulation == 2) & (ev.metrics.field == "heat")].iloc[0]
-    expected = relative_l2(data.cache.interpolated[2, ..., 1], data.cache.target_fields[2, ..., 1])
-    assert row.rel_l2_interp == pytest.approx(expected, rel=1e-9)
-    assert row.improvement == pytest.approx(row.rel_l2_interp / row.rel_l2_model)
-    diff = data.cache.interpolated[2, ..., 1].astype(np.float64) - data.cache.target_fields[2, ..., 1]
-    assert row.rmse_interp == pytest.approx(np.sqrt(np.mean(diff**2)), rel=1e-9)
-    assert ev.metrics.rel_l2_model.gt(0).all()
+    predicted, truth, interp = predictions(data, trained), data.cache.target_fields, data.cache.interpolated
+    for row in ev.metrics.itertuples():
+        j = data.field_names.index(row.field)
+        rel_i, rmse_i = errors(interp[row.simulation, ..., j], truth[row.simulation, ..., j])
+        rel_m, rmse_m = errors(predicted[row.simulation, ..., j], truth[row.simulation, ..., j])
+        assert (row.rel_l2_interp, row.rmse_interp) == pytest.approx((rel_i, rmse_i), rel=1e-10)
+        assert (row.rel_l2_model, row.rmse_model) == pytest.approx((rel_m, rmse_m), rel=1e-10)
+        assert row.improvement == pytest.approx(rel_i / rel_m, rel=1e-10)
+        assert rel_m < rel_i  # trained on the training simulation: better than interpolation there at least
+    for row in ev.frames.itertuples():
+        j, s, t = data.field_names.index(row.field), row.simulation, row.frame
+        assert row.rel_l2_model == pytest.approx(errors(predicted[s, t, :, j], truth[s, t, :, j])[0], rel=1e-10)
+        assert row.rel_l2_interp == pytest.approx(errors(interp[s, t, :, j], truth[s, t, :, j])[0], rel=1e-10)
+    assert len(ev.frames) == 3 * 5 * 2
 
 
-def test_frames_summary_and_panel(trained_pair):
+def test_summary_pools_each_split_and_averages_fields(trained_pair):
     _, data, trained = trained_pair
-    s, t, n, f = data.shape
-    ev = evaluate_pair(data, trained, panel_frame=2)
-    assert len(ev.frames) == s * t * f
-    assert set(ev.summary.field) == {"tracer", "heat", "mean over fields"}
-    test_mean = ev.summary[(ev.summary.split == "test") & (ev.summary.field == "mean over fields")].iloc[0]
-    per_field = ev.summary[(ev.summary.split == "test") & (ev.summary.field != "mean over fields")]
-    assert test_mean.rel_l2_model == pytest.approx(per_field.rel_l2_model.mean())
-    assert int(ev.panel["simulation"]) == 2 and int(ev.panel["frame"]) == 2
-    assert np.array_equal(ev.panel["truth"], data.cache.target_fields[2, 2])
-    assert np.array_equal(ev.panel["interp"], data.cache.interpolated[2, 2])
-    assert ev.panel["prediction"].shape == (n, f)
+    ev = evaluate_pair(data, trained)
+    predicted, truth = predictions(data, trained), data.cache.target_fields
+    test = ev.summary[ev.summary.split == "test"].set_index("field")
+    per_field = [errors(predicted[2, ..., j], truth[2, ..., j])[0] for j in range(2)]
+    assert test.loc[data.field_names, "rel_l2_model"].tolist() == pytest.approx(per_field, rel=1e-10)
+    assert test.loc["mean over fields", "rel_l2_model"] == pytest.approx(np.mean(per_field), rel=1e-10)
+    assert set(ev.summary.split) == {"train", "validation", "test"}
 
 
-def test_evaluation_is_repeatable(trained_pair):
+def test_the_panel_holds_every_frame_of_the_test_simulation(trained_pair):
     _, data, trained = trained_pair
-    a, b = evaluate_pair(data, trained), evaluate_pair(data, trained)
-    pd.testing.assert_frame_equal(a.metrics, b.metrics)
+    ev = evaluate_pair(data, trained)
+    assert int(ev.panel["simulation"]) == 2
+    assert np.array_equal(ev.panel["truth"], data.cache.target_fields[2])
+    assert np.array_equal(ev.panel["interp"], data.cache.interpolated[2])
+    assert np.array_equal(ev.panel["prediction"], predictions(data, trained)[2])
+    picked = panel_frame(ev.panel, -2, "p.npz")
+    assert int(picked["frame"]) == 3 and np.array_equal(picked["truth"], data.cache.target_fields[2, 3])
+    with pytest.raises(InputError, match=r"config train.panel_frame: frame 5 does not exist \(T = 5\)"):
+        panel_frame(ev.panel, 5, "p.npz")
+    with pytest.raises(InputError, match="p.npz: panel file does not hold a simulation's frames"):
+        panel_frame(picked, 0, "p.npz")
 
 
 def test_a_model_of_another_pair_is_refused(trained_pair):
     _, data, trained = trained_pair
-    trained.target = "medium"
-    try:
-        with pytest.raises(InputError, match="trained for coarse -> medium"):
-            evaluate_pair(data, trained, "m.pt")
-    finally:
-        trained.target = "fine"
+    with pytest.raises(InputError, match="trained for coarse -> medium"):
+        evaluate_pair(data, replace(trained, target="medium"), "m.pt")
+
+
+def test_evaluation_runs_on_its_own_device_whatever_the_model_file_says(trained_pair, tmp_path):
+    tiny, data, trained = trained_pair
+    model = tmp_path / "m.pt"
+    trained.save(model)
+    state = torch.load(model, weights_only=True)
+    state["settings"]["device"] = "cuda"  # as an older model file, trained on a GPU node, records it
+    state["run"]["device"] = "cuda"
+    torch.save(state, model)
+    outputs = {k: str(tmp_path / name) for k, name in OUTPUTS}
+    ev = evaluate_job("coarse", "fine", model, tiny.src, tiny.dst, tiny.cache, outputs, device="cpu", threads=1)
+    pd.testing.assert_frame_equal(ev.metrics, evaluate_pair(data, trained).metrics)
 
 
 def test_evaluate_job_writes_every_table_and_plots_render(trained_pair, tmp_path):
     tiny, data, trained = trained_pair
     model = tmp_path / "m.pt"
     trained.save(model)
-    outputs = {k: str(tmp_path / name) for k, name in (("metrics", "m.csv"), ("html", "m.html"), ("frames", "f.csv"), ("panel", "p.npz"))}
-    evaluate_job("coarse", "fine", model, tiny.src, tiny.dst, None, outputs)
-    metrics = pd.read_csv(outputs["metrics"])
-    assert list(metrics.columns) == METRIC_COLUMNS and len(metrics) == 6
+    outputs = {k: str(tmp_path / name) for k, name in OUTPUTS}
+    ev = evaluate_job("coarse", "fine", model, tiny.src, tiny.dst, None, outputs, device="cpu", threads=1)
+    pd.testing.assert_frame_equal(pd.read_csv(outputs["metrics"]), ev.metrics)
     assert "<table" in (tmp_path / "m.html").read_text()
     with np.load(outputs["panel"], allow_pickle=False) as panel:
         panel = {k: panel[k] for k in panel.files}
+    assert panel["truth"].shape == (5, data.target_mesh.n_nodes, 2)
     frames = pd.read_csv(outputs["frames"])
 
     write_history(trained.history, tmp_path / "history.csv")
     history = pd.read_csv(tmp_path / "history.csv")
     assert history["kept"].sum() == 1 and history.loc[history["kept"], "epoch"].item() == trained.history["best_epoch"]
     plot_loss_curves(history, tmp_path / "loss.png", "loss")
-    plot_panel(data.target_mesh.points, data.target_mesh.cells, panel, tmp_path / "panel.png", "panel")
+    one_frame = panel_frame(panel, -1, "p")
+    plot_panel(data.target_mesh.points, data.target_mesh.cells, one_frame, tmp_path / "panel.png", "p")
     plot_error_vs_time(frames, tmp_path / "time.png", "time")
     for name in ("loss.png", "panel.png", "time.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG

@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from train_helpers import write_tiny_pair
 
-from meshsr.mesh.bundle import MeshBundle
 from meshsr.cache.format import PairCache
 from meshsr.errors import InputError
-from meshsr.learn.features import FeatureBuilder, Stencil, neighbour_average
 from meshsr.interp.operator import InterpolationOperator
+from meshsr.learn.features import FeatureBuilder, Stencil, field_spread, neighbour_average
 from meshsr.learn.pair_data import PairData, load_pair_data
+from meshsr.mesh.bundle import MeshBundle
 from meshsr.mesh.recovery import GradientRecovery
-from train_helpers import write_tiny_pair
 
 
 def grid_mesh(n: int, lo: float = 0.0, hi: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -74,8 +74,8 @@ def test_extrapolated_rows_are_padded_with_the_nearest_node():
     for row in (1, 2):
         assert stencil.weights[row].tolist() == [1.0, 0.0, 0.0]
         assert len(set(stencil.vertices[row])) == 1
-    builder = FeatureBuilder(data)
-    features, _ = builder.simulation(0)
+    builder = data.feature_builder()
+    features, _ = data.features(builder, 0)
     assert features[0, :, column(builder, "extrapolated")].tolist() == [0.0, 1.0, 1.0]
 
 
@@ -102,13 +102,13 @@ def test_recovered_derivatives_are_exact_for_linear_and_quadratic_fields():
 
 def test_gradient_correction_vanishes_for_linear_fields_and_helps_for_curved_ones():
     linear = pair_from_function(lambda p, t: 2 * p[:, :1] - p[:, 1:] + t)
-    b = FeatureBuilder(linear)
-    features, scales = b.simulation(0)
+    b = linear.feature_builder()
+    features, scales = linear.features(b, 0)
     np.testing.assert_allclose(features[..., column(b, "u:grad_corr")], 0.0, atol=1e-5)
 
     curved = pair_from_function(lambda p, t: np.sin(4 * p[:, :1] + t) * np.cos(3 * p[:, 1:]))
-    b = FeatureBuilder(curved)
-    features, scales = b.simulation(0)
+    b = curved.feature_builder()
+    features, scales = curved.features(b, 0)
     interp = curved.cache.interpolated[0, ..., 0]
     truth = curved.cache.target_fields[0, ..., 0]
     corrected = interp + 0.5 * features[..., column(b, "u:grad_corr")] * scales[..., 0]
@@ -121,16 +121,16 @@ def test_features_are_amplitude_invariant_and_scales_follow_the_amplitude():
 
     one = pair_from_function(func)
     three = pair_from_function(lambda p, t: 3 * func(p, t))
-    f1, s1 = FeatureBuilder(one, field_std=np.array([1e-9])).simulation(0)
-    f3, s3 = FeatureBuilder(three, field_std=np.array([1e-9])).simulation(0)
+    f1, s1 = one.features(one.feature_builder(field_std=np.array([1e-9])), 0)
+    f3, s3 = three.features(three.feature_builder(field_std=np.array([1e-9])), 0)
     np.testing.assert_allclose(f3, f1, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(s3, 3 * s1, rtol=1e-5)
 
 
 def test_feature_layout_names_and_time_neighbours():
     data = pair_from_function(lambda p, t: p[:, :1] * (1 + t), frames=4)
-    with_xy, without_xy = FeatureBuilder(data), FeatureBuilder(data, use_coordinates=False)
-    features, scales = with_xy.simulation(0)
+    with_xy, without_xy = data.feature_builder(), data.feature_builder(use_coordinates=False)
+    features, scales = data.features(with_xy, 0)
     assert features.shape == (4, data.target_mesh.n_nodes, with_xy.n_features) and features.dtype == np.float32
     assert scales.shape == (4, data.target_mesh.n_nodes, 1)
     assert with_xy.names[:2] == ["x0", "x1"] and "x0" not in without_xy.names
@@ -151,6 +151,29 @@ def test_features_identical_from_cache_and_in_memory(tmp_path):
     tiny = write_tiny_pair(tmp_path)
     cached = load_pair_data("coarse", "fine", tiny.src, tiny.dst, tiny.cache)
     built = load_pair_data("coarse", "fine", tiny.src, tiny.dst, None)
-    a, sa = FeatureBuilder.for_training(cached, (0,)).simulation(1)
-    b, sb = FeatureBuilder.for_training(built, (0,)).simulation(1)
+    a, sa = cached.features(cached.feature_builder(field_std=field_spread(cached.cache.interpolated, (0,))), 1)
+    b, sb = built.features(built.feature_builder(field_std=field_spread(built.cache.interpolated, (0,))), 1)
     assert np.array_equal(a, b) and np.array_equal(sa, sb)
+
+
+def test_features_need_no_target_fields():
+    """Inference on a run without a fine solution: source mesh and fields, target points, operator."""
+    data = pair_from_function(lambda p, t: np.sin(3 * p[:, :1] + t) * np.cos(2 * p[:, 1:]))
+    expected = data.features(data.feature_builder(), 0)
+    src, dst_points = data.source_mesh, data.target_mesh.points.copy()
+    operator = InterpolationOperator.build(src.points, src.cells, dst_points)
+    builder = FeatureBuilder(src.points, src.cells, dst_points, operator, ["u"])
+    fields = src.fields[0]
+    got = builder.simulation(fields, operator.apply(fields[None], dtype=np.float32)[0])
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
+    with pytest.raises(ValueError, match="expected source fields"):
+        builder.simulation(fields[..., :0], expected[1])
+
+
+def test_field_spread_covers_the_given_simulations_and_frames_only():
+    interp = np.zeros((3, 4, 5, 2))
+    interp[0, :2] = [[[1.0, 2.0]], [[-1.0, -2.0]]]  # simulation 0, frames 0-1: +-1 and +-2
+    interp[1] = 100.0  # another simulation
+    interp[0, 3] = 50.0  # another frame
+    np.testing.assert_allclose(field_spread(interp, (0,), (0, 1)), [1.0, 2.0])
+    np.testing.assert_allclose(field_spread(interp, (0, 1), (0, 1)), [50.005, 50.02], rtol=1e-3)

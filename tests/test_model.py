@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from meshsr.errors import InputError
-from meshsr.learn.model import MeshGNN, ModelConfig, ResidualMLP, build_model, mean_adjacency, mesh_edges
+from meshsr.learn.model import MeshGNN, ModelConfig, ResidualMLP, build_model, infer, mean_adjacency, mesh_edges
 from meshsr.learn.normalisation import Normalisation
 from meshsr.learn.trained_model import TrainedModel
 
@@ -133,3 +133,33 @@ def test_loading_a_foreign_file_is_a_clear_error(tmp_path):
         TrainedModel.load(other)
     with pytest.raises(InputError, match="does not exist"):
         TrainedModel.load(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("kind", ["mlp", "gnn"])
+def test_predict_is_the_same_whatever_the_chunk_size(kind):
+    trained = small_trained(kind)
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(5, 4, 3)).astype(np.float32)
+    scales = rng.uniform(0.5, 1.0, size=(5, 4, 2)).astype(np.float32)
+    interp = rng.normal(size=(5, 4, 2)).astype(np.float32)
+    graph = mean_adjacency(SQUARE, 4)
+    whole = trained.predict(features, scales, interp, graph)
+    for chunk_nodes in (1, 8, 9):  # one frame, two frames, two frames with a short last chunk
+        assert np.array_equal(trained.predict(features, scales, interp, graph, chunk_nodes=chunk_nodes), whole)
+
+
+def test_the_mlp_takes_frames_as_it_takes_rows_bit_for_bit():
+    # why inference needs no reshape for the mlp: (frames, N, K) gives the very bits of (frames * N, K)
+    net = small_trained("mlp").network
+    x = torch.from_numpy(np.random.default_rng(2).normal(size=(6, 50, 3)).astype(np.float32))
+    with torch.no_grad():
+        assert torch.equal(net(x), net(x.reshape(-1, 3)).reshape(6, 50, -1))
+
+
+def test_infer_covers_every_frame_once_and_restores_the_mode():
+    net = small_trained("mlp").network.train()
+    seen = []
+    for chunk, out in infer(net, lambda c: torch.zeros(c.stop - c.start, 4, 3), 7, 4, chunk_nodes=12):
+        assert not net.training and not out.requires_grad and out.shape == (chunk.stop - chunk.start, 4, 2)
+        seen += range(chunk.start, chunk.stop)
+    assert seen == list(range(7)) and net.training

@@ -1,30 +1,30 @@
-"""Settings, splits, loading checks, determinism and the use_cache: false path."""
+"""Splits, loading checks, training (determinism, checkpoints, the job) and the use_cache: false path."""
 
 from __future__ import annotations
 
-import json
 import logging
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
+from train_helpers import TINY, write_tiny_pair
 
-from meshsr.mesh.bundle import load_bundle, save_bundle
 from meshsr.cache.build import make_pair_cache
 from meshsr.cache.format import read_pair_cache, write_pair_cache
 from meshsr.cache.freshness import StaleCacheError
 from meshsr.errors import InputError
-from meshsr.learn.features import FeatureBuilder
-from meshsr.learn.pair_data import load_pair_data
-from meshsr.learn.splits import make_splits
-from meshsr.mesh.bundle import peek_shape
-from meshsr.learn.settings import TrainSettings, check_pairs
 from meshsr.learn.device import pick_device
-from meshsr.learn.training import build_tensors, train_job, train_pair
+from meshsr.learn.features import field_spread
+from meshsr.learn.pair_data import load_pair_data
+from meshsr.learn.settings import RunSettings
+from meshsr.learn.splits import make_splits
 from meshsr.learn.trained_model import TrainedModel
-from train_helpers import TINY_TRAIN, write_tiny_pair
+from meshsr.learn.training import Checkpoint, build_tensors, train_job, train_pair
+from meshsr.mesh.bundle import load_bundle, peek_shape, save_bundle
 
-RESOLUTIONS = ["coarse", "medium", "fine"]
+FIT = TINY.fit
+RUN = RunSettings(threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -32,49 +32,7 @@ def tiny(tmp_path_factory):
     return write_tiny_pair(tmp_path_factory.mktemp("tiny"))
 
 
-# --- settings and splits --------------------------------------------------------------
-
-
-def test_settings_defaults_and_parsing():
-    default = TrainSettings.from_config(None)
-    assert default.pairs == () and default.model == "mlp"  # (): coarsest -> finest
-    assert default.test_simulations == (-1,) and default.validation_simulations is None
-    parsed = TrainSettings.from_config({"pairs": [["coarse", "medium"]], "model": "gnn", "test_simulations": [0, 1]})
-    assert parsed.pairs == (("coarse", "medium"),) and parsed.test_simulations == (0, 1)
-    assert json.loads(json.dumps(parsed.to_dict()))["pairs"] == [["coarse", "medium"]]  # plain data
-    for settings in (default, parsed):  # what the rule passes to the job parses back to the same
-        assert TrainSettings.from_config(settings.to_dict()) == settings
-
-
-@pytest.mark.parametrize(
-    ("section", "message"),
-    [
-        ({"modle": "mlp"}, "unknown train setting"),
-        ({"model": "cnn"}, "train.model must be one of"),
-        ({"device": "tpu"}, "train.device"),
-        ({"epochs": 0}, "train.epochs must be >= 1"),
-        ({"pairs": []}, "non-empty list"),
-        ({"pairs": [["coarse"]]}, "each entry must be"),
-        ({"test_simulations": [1.5]}, "list of simulation indices"),
-    ],
-)
-def test_bad_settings_are_refused(section, message):
-    with pytest.raises(InputError, match=message):
-        TrainSettings.from_config(section)
-
-
-def test_check_pairs_order_and_names():
-    assert check_pairs((), RESOLUTIONS) == [("coarse", "fine")]
-    assert check_pairs((), ["a", "b"]) == [("a", "b")]
-    assert check_pairs([("coarse", "fine"), ("medium", "fine")], RESOLUTIONS) == [("coarse", "fine"), ("medium", "fine")]
-    with pytest.raises(InputError, match="unknown resolution 'huge'"):
-        check_pairs([("coarse", "huge")], RESOLUTIONS)
-    with pytest.raises(InputError, match=r"\[fine, coarse\] is not in order.*coarse < medium < fine"):
-        check_pairs([("fine", "coarse")], RESOLUTIONS)
-    with pytest.raises(InputError, match="not in order"):
-        check_pairs([("fine", "fine")], RESOLUTIONS)
-    with pytest.raises(InputError, match="listed twice"):
-        check_pairs([("coarse", "fine"), ("coarse", "fine")], RESOLUTIONS)
+# --- splits --------------------------------------------------------------
 
 
 def test_splits_by_whole_simulations():
@@ -151,19 +109,22 @@ def test_stale_cache_is_refused_with_the_rebuild_command(tiny, tmp_path):
         load_pair_data("coarse", "fine", src, tiny.dst, tiny.cache, rebuild="snakemake --cores 1 results/cache/x.npz")
 
 
-def test_normalisation_uses_the_training_split_only(tiny, tmp_path):
+def test_normalisation_uses_the_training_split_only(tiny):
     data = load_pair_data("coarse", "fine", tiny.src, tiny.dst, tiny.cache)
     splits = make_splits(3, 5, (-1,))
     frames = tuple(range(5))
-    builder = FeatureBuilder.for_training(data, splits.train)
-    _, norm = build_tensors(builder, data, splits.train, frames, None, torch.device("cpu"))
+
+    def statistics():
+        builder = data.feature_builder(field_std=field_spread(data.cache.interpolated, splits.train))
+        return builder.options, build_tensors(builder, data, splits.train, frames, None, torch.device("cpu"))[1]
+
+    options, norm = statistics()
     # change everything outside the training simulation: the statistics must not move
     data.cache.interpolated[1:] *= 5.0
     data.cache.target_fields[1:] *= 5.0
     data.source_mesh.fields[1:] *= 5.0
-    builder2 = FeatureBuilder.for_training(data, splits.train)
-    _, norm2 = build_tensors(builder2, data, splits.train, frames, None, torch.device("cpu"))
-    assert builder2.options == builder.options
+    options2, norm2 = statistics()
+    assert options2 == options
     for name in ("feature_mean", "feature_std", "target_rms"):
         assert np.array_equal(getattr(norm, name), getattr(norm2, name))
 
@@ -186,63 +147,83 @@ def state_of(trained: TrainedModel) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("kind", ["mlp", "gnn"])
 def test_training_is_deterministic_for_a_fixed_seed(tiny, kind):
     data = load_pair_data("coarse", "fine", tiny.src, tiny.dst, tiny.cache)
-    settings = TrainSettings.from_config({**TINY_TRAIN, "model": kind, "epochs": 2, "steps_per_epoch": 5})
-    a = train_pair(data, settings, progress=False)
-    b = train_pair(data, settings, progress=False)
+    fit = replace(FIT, model=kind, epochs=2, steps_per_epoch=5)
+    a = train_pair(data, fit, RUN, progress=False)
+    b = train_pair(data, fit, RUN, progress=False)
     assert a.history["validation_loss"] == b.history["validation_loss"]
     for key, value in state_of(a).items():
         assert torch.equal(value, state_of(b)[key]), key
-    c = train_pair(data, TrainSettings.from_config({**TINY_TRAIN, "model": kind, "epochs": 2, "steps_per_epoch": 5, "seed": 1}), progress=False)
+    c = train_pair(data, replace(fit, seed=1), RUN, progress=False)
     assert any(not torch.equal(v, state_of(c)[k]) for k, v in state_of(a).items())
+
+
+def test_checkpoint_keeps_the_lowest_loss_and_a_copy_of_its_weights():
+    network = torch.nn.Linear(2, 1)
+    best = Checkpoint()
+    assert best.offer(1, 0.5, network) and not best.offer(2, 0.5, network) and not best.offer(3, 0.7, network)
+    kept = best.state["weight"].clone()
+    torch.nn.init.ones_(network.weight)  # later training must not change the kept copy
+    assert best.epoch == 1 and best.loss == 0.5 and torch.equal(best.state["weight"], kept)
 
 
 def test_training_keeps_the_best_validation_epoch_and_logs_epochs(tiny, caplog):
     data = load_pair_data("coarse", "fine", tiny.src, tiny.dst, tiny.cache)
     log = logging.getLogger("meshsr.test")
     with caplog.at_level(logging.INFO, logger="meshsr.test"):
-        trained = train_pair(data, TrainSettings.from_config(TINY_TRAIN), log, progress=False)
+        trained = train_pair(data, FIT, RUN, log=log, progress=False)
     history = trained.history
-    assert history["epoch"] == [1, 2, 3]
+    assert history["epoch"] == [1, 2, 3, 4]
     best = history["best_epoch"]
     assert history["validation_loss"][best - 1] == min(history["validation_loss"])
-    assert sum(r.message.startswith("epoch ") and "validation loss" in r.message for r in caplog.records) == 3
+    assert sum(r.message.startswith("epoch ") and "validation loss" in r.message for r in caplog.records) == 4
     assert trained.splits == {"train": [0], "validation": [1], "test": [2], "validation_frames": []}
+    assert trained.run == {"device": "cpu", "threads": 1}
 
 
 def test_two_simulations_train_with_validation_frames(tmp_path):
     tiny = write_tiny_pair(tmp_path, simulations=2, frames=5)
     data = load_pair_data("coarse", "fine", tiny.src, tiny.dst, tiny.cache)
-    trained = train_pair(data, TrainSettings.from_config({**TINY_TRAIN, "epochs": 2}), progress=False)
+    trained = train_pair(data, replace(FIT, epochs=2), RUN, progress=False)
     assert trained.splits == {"train": [0], "validation": [], "test": [1], "validation_frames": [4]}
     assert len(trained.history["validation_loss"]) == 2 and min(trained.history["validation_loss"]) > 0
 
 
-def test_train_job_refuses_bad_pairs_and_empty_training_before_any_work(tiny, tmp_path):
+def test_train_job_refuses_an_empty_training_split_before_reading_the_pair(tiny, tmp_path):
     out = tmp_path / "model.pt"
-    common = dict(src_path=tiny.src, dst_path=tiny.dst, cache_path=tiny.cache, out_path=out, resolutions=["coarse", "fine"])
-    with pytest.raises(InputError, match="not in order"):
-        train_job("fine", "coarse", settings=TINY_TRAIN, **common)
+    fit = {**FIT.to_dict(), "test_simulations": [0], "validation_simulations": [1, 2]}
+    missing_cache = tmp_path / "no-such-cache.npz"  # never opened: the split is refused from the bundle's header
     with pytest.raises(InputError, match="empty training split"):
-        train_job("coarse", "fine", settings={**TINY_TRAIN, "test_simulations": [0], "validation_simulations": [1, 2]}, **common)
+        train_job("coarse", "fine", tiny.src, tiny.dst, missing_cache, out, fit, threads=1)
     assert not out.exists()
 
 
-def test_train_job_writes_a_loadable_model(tiny, tmp_path):
+def test_train_job_writes_a_loadable_model_with_only_the_fit_settings(tiny, tmp_path):
     out = tmp_path / "models" / "coarse_fine.pt"
-    train_job("coarse", "fine", tiny.src, tiny.dst, None, out, TINY_TRAIN, ["coarse", "fine"], progress=False)
+    train_job("coarse", "fine", tiny.src, tiny.dst, None, out, FIT.to_dict(), device="cpu", threads=1, progress=False)
     state = torch.load(out, weights_only=True)
-    assert state["source"] == "coarse" and state["settings"]["hidden"] == TINY_TRAIN["hidden"]
+    assert state["source"] == "coarse" and state["settings"] == FIT.to_dict()
+    assert state["run"] == {"device": "cpu", "threads": 1}  # a record of where it ran, apart from the settings
     assert len(state["feature_names"]) == state["model"]["n_inputs"]
     assert [p.name for p in out.parent.iterdir()] == ["coarse_fine.pt"]
     # the same arrays from the cache give the same model
     again = tmp_path / "again.pt"
-    train_job("coarse", "fine", tiny.src, tiny.dst, tiny.cache, again, TINY_TRAIN, ["coarse", "fine"], progress=False)
+    train_job("coarse", "fine", tiny.src, tiny.dst, tiny.cache, again, FIT.to_dict(), device="cpu", threads=1,
+              progress=False)
     state2 = torch.load(again, weights_only=True)
     assert all(torch.equal(v, state2["state_dict"][k]) for k, v in state["state_dict"].items())
 
 
-def test_cache_written_by_make_pair_cache_roundtrips(tiny, tmp_path):
-    # guards the bit-identity claim above from the writer's side too
+def test_a_written_cache_reads_back_bit_identical_to_the_arrays_in_memory(tiny, tmp_path):
+    # guards the bit-identity claim of use_cache: false from the writer's side: write, read, compare
+    built = make_pair_cache(tiny.src, tiny.dst, "coarse", "fine")
     path = tmp_path / "c.npz"
-    write_pair_cache(path, make_pair_cache(tiny.src, tiny.dst, "coarse", "fine"))
-    assert np.array_equal(read_pair_cache(path).interpolated, read_pair_cache(tiny.cache).interpolated)
+    write_pair_cache(path, built)
+    read = read_pair_cache(path)
+    for name in ("interpolated", "target_fields", "extrapolated"):
+        a, b = getattr(built, name), getattr(read, name)
+        assert a.dtype == b.dtype and np.array_equal(a, b), name
+    assert (built.operator.matrix != read.operator.matrix).nnz == 0
+    # and the interpolated fields are the operator applied to the source fields, in float64 then rounded
+    source = load_bundle(tiny.src).fields.astype(np.float64)
+    direct = np.einsum("ij,stjf->stif", built.operator.matrix.toarray(), source).astype(np.float32)
+    np.testing.assert_allclose(read.interpolated, direct, rtol=1e-6, atol=1e-7)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from cache_helpers import (
     change_content,
     cp_p,
@@ -24,7 +23,8 @@ from cache_helpers import (
     user_inputs,
     wait_until_quiet,
 )
-from conftest import Workflow, copy_workflow, job_counts, snakemake_executable
+from workflow_helpers import Workflow, copy_workflow, job_counts, snakemake_executable
+
 from meshsr.cache.format import read_pair_cache
 from meshsr.cache.freshness import StaleCacheError, check_fresh
 from meshsr.provenance.digests import file_sha256, read_memo

@@ -8,20 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-
-from conftest import REPO
+from train_helpers import TINY_TRAIN
+from workflow_helpers import REPO, Workflow, copy_workflow
 
 pytestmark = pytest.mark.integration
-
-# Small but not trivial: the held-out simulation must still show the model's gain.
-TINY_TRAIN = {
-    "hidden": 32,
-    "layers": 2,
-    "epochs": 4,
-    "steps_per_epoch": 60,
-    "batch_size": 1024,
-    "threads": 1,
-}
 OUTPUTS = [
     "results/models/coarse_fine.pt",
     "results/models/coarse_fine_history.csv",
@@ -75,7 +65,8 @@ def test_all_without_cache_then_with_cache_same_model_and_report(workflow):
     cached = pd.read_csv(root / metrics)
     pd.testing.assert_frame_equal(in_memory, cached)
 
-    assert {"split", "simulation", "field", "rel_l2_interp", "rel_l2_model", "rmse_interp", "rmse_model"} <= set(cached.columns)
+    columns = {"split", "simulation", "field", "rel_l2_interp", "rel_l2_model", "rmse_interp", "rmse_model"}
+    assert columns <= set(cached.columns)
     assert len(cached) == 3 * 2  # 3 simulations x 2 fields
     test = cached[cached.split == "test"]
     assert test.simulation.unique().tolist() == [2]
@@ -120,3 +111,65 @@ def test_bad_train_settings_fail_before_any_work(workflow, changes, message):
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
     assert not (Path(workflow.root) / "results").exists()
+
+
+# --- what a settings change reruns: each test changes a clone of one tiny `all` run ----------------
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Workflow:
+    """A tiny `all` run (three resolutions, the default pair coarse_fine); tests never change it."""
+    wf = copy_workflow(tmp_path_factory.mktemp("built") / "wf")
+    wf.update_config(train=TINY_TRAIN)
+    wf.run("all")
+    return wf
+
+
+@pytest.fixture
+def clone(built, tmp_path) -> Workflow:
+    return built.clone(tmp_path / "wf")
+
+
+def planned_after(wf: Workflow, **train_changes) -> dict[str, int]:
+    """Jobs of `all` after changing the train section; the `all` rule itself left out."""
+    wf.update_config(train={**TINY_TRAIN, **train_changes})
+    return {rule: n for rule, n in wf.planned_jobs("all").items() if rule != "all"}
+
+
+def planned_outputs(wf: Workflow) -> str:
+    """The output lines of a dry run of `all`."""
+    out = wf.run("-n", "all").stdout
+    return "\n".join(line for line in out.splitlines() if line.strip().startswith("output:"))
+
+
+def test_the_built_copy_is_up_to_date(built):
+    assert built.planned_jobs("all") == {}
+
+
+def test_panel_frame_replots_only(clone):
+    assert planned_after(clone, panel_frame=2) == {"plot_model": 1}
+    clone.run("all")
+    assert clone.planned_jobs("all") == {}
+
+
+def test_listing_the_default_pair_plans_nothing(clone):
+    assert planned_after(clone, pairs=[["coarse", "fine"]]) == {}
+
+
+def test_a_new_pair_plans_only_its_own_jobs(clone):
+    assert planned_after(clone, pairs=[["coarse", "fine"], ["coarse", "medium"]]) == {
+        "train_model": 1,
+        "evaluate_model": 1,
+        "plot_model": 1,
+    }
+    outputs = planned_outputs(clone)
+    assert "results/models/coarse_medium.pt" in outputs and "coarse_fine" not in outputs
+
+
+@pytest.mark.parametrize("changes", [{"threads": 2}, {"device": "cpu"}, {"threads": 2, "device": "cpu"}])
+def test_run_time_settings_plan_nothing(clone, changes):
+    assert planned_after(clone, **changes) == {}
+
+
+def test_a_model_setting_retrains_the_pair(clone):
+    assert planned_after(clone, hidden=16) == {"train_model": 1, "evaluate_model": 1, "plot_model": 1}
