@@ -12,7 +12,14 @@ import pytest
 from meshsr.errors import InputError
 from meshsr.example.mesh import make_mesh
 from meshsr.jobs import job_logging
-from meshsr.mesh.bundle import MeshBundle, check_compatible, load_bundle, save_bundle, validate_bundle
+from meshsr.mesh.bundle import (
+    MeshBundle,
+    check_compatible,
+    load_bundle,
+    peek_shape,
+    save_bundle,
+    validate_bundle,
+)
 from meshsr.mesh.geometry import degenerate_cells
 
 
@@ -212,6 +219,11 @@ def test_member_disagreeing_with_its_header_is_refused_before_reading(tmp_path, 
     assert message.startswith(f"{path}: cannot read npz: array ") and "re-export the bundle" in message
     for word in words:
         assert word in message
+
+
+def test_peek_shape_uses_the_checked_header(tmp_path):
+    assert peek_shape(write_members(tmp_path / "ok.npz", (1, 2, 4, 1), np.zeros(8).tobytes())) == (1, 2)
+    assert peek_shape(write_members(tmp_path / "cut.npz", (1, 2, 4, 1), np.zeros(7).tobytes())) is None
 
 
 def test_a_job_turns_a_bad_mesh_into_one_error_line_and_exit_1(tmp_path, capsys):

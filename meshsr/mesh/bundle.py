@@ -307,10 +307,8 @@ def peek_shape(path: str | Path, known: tuple[int, int] | None = None) -> tuple[
     if path.suffix != ".npz":
         return (1, 1)
     try:
-        with zipfile.ZipFile(path) as zf, zf.open("fields.npy") as fh:
-            version = np.lib.format.read_magic(fh)
-            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape = read(fh)[0]
+        with zipfile.ZipFile(path) as zf:
+            header = member_headers(zf, ("fields",)).get("fields")
     except (OSError, KeyError, ValueError, zipfile.BadZipFile):
         return None  # the job's own reader reports what is wrong with the file
-    return (int(shape[0]), int(shape[1])) if len(shape) == 4 else None
+    return header.shape[:2] if header is not None and len(header.shape) == 4 else None
