@@ -133,7 +133,7 @@ def _read_meta(zf: zipfile.ZipFile, path: Path) -> dict[str, Any]:
         meta = None
     _check(isinstance(meta, dict), path, "'meta' is not a JSON object")
     version = meta.get("format_version")
-    _check(isinstance(version, int), path, f"'meta' has no integer format_version ({version!r})")
+    _check(type(version) is int, path, f"'meta' has no integer format_version ({version!r})")
     if version != FORMAT_VERSION:
         raise stale_cache_error(path, meta, f"format_version {version}, this meshsr reads {FORMAT_VERSION}")
     return meta
