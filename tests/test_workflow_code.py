@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import job_counts
+from train_helpers import TINY_TRAIN
+from workflow_helpers import job_counts
 
 pytestmark = pytest.mark.integration
 
-# As small as training gets: this test is about what reruns, not about the model.
-TINY_TRAIN = {"hidden": 8, "layers": 1, "epochs": 1, "steps_per_epoch": 4, "batch_size": 256, "threads": 1}
+# Shorter still than the shared tiny training: this test is about what reruns, not about the model.
+RERUN_TRAIN = {**TINY_TRAIN, "epochs": 1, "steps_per_epoch": 4}
 PAIRS = {"coarse_medium", "coarse_fine", "medium_fine"}
 
 
@@ -46,7 +47,7 @@ def append(path: Path, text: str) -> str:
 
 
 def test_library_edits_invalidate_exactly_the_outputs_of_that_code(workflow):
-    workflow.update_config(train=TINY_TRAIN)
+    workflow.update_config(train=RERUN_TRAIN)
     workflow.run("all")
     assert workflow.planned_jobs("all") == {}
     operator = workflow.root / "meshsr" / "interp" / "operator.py"
