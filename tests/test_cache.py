@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from cache_helpers import change_content, pickled_object_npz, random_bytes, trap_fires, truncate, write_bundle
+
 from meshsr.cache.build import make_pair_cache
 from meshsr.cache.format import CacheError, inspect_pair_cache, read_pair_cache, write_pair_cache
 from meshsr.cache.freshness import StaleCacheError, cache_code_fingerprint, check_fresh, rebuild_command

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from cache_helpers import change_content, pickled_object_npz, random_bytes, trap_fires, truncate, write_bundle
+
 from meshsr.cache.build import make_pair_cache
 from meshsr.cache.format import write_pair_cache
 from meshsr.cache.inventory import COLUMNS, format_table, inventory, to_tsv, write_tsv

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from cache_helpers import pickled_object_npz, trap_fires
 from scipy.interpolate import LinearNDInterpolator
 from scipy.spatial import Delaunay
 
-from cache_helpers import pickled_object_npz, trap_fires
 from meshsr.errors import InputError
 from meshsr.interp.locate import locate_points
 from meshsr.interp.operator import METHOD, InterpolationOperator, operator_problem

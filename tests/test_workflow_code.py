@@ -6,7 +6,6 @@ import csv
 from pathlib import Path
 
 import pytest
-
 from train_helpers import TINY_TRAIN
 from workflow_helpers import job_counts
 
