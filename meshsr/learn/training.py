@@ -27,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from meshsr.atomic import atomic_open
+from meshsr.errors import InputError
 from meshsr.learn.device import make_deterministic, pick_device
 from meshsr.learn.features import FeatureBuilder, field_spread
 from meshsr.learn.model import ModelConfig, build_model, infer, mean_adjacency
@@ -173,6 +174,29 @@ def model_config(fit: FitSettings, n_inputs: int, n_outputs: int) -> ModelConfig
     )
 
 
+def _train_epoch(
+    network: torch.nn.Module,
+    graph: torch.Tensor | None,
+    samples: SplitTensors,
+    batches: _Batches,
+    optimiser: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    steps: tqdm,
+) -> float:
+    """One optimiser step per item of ``steps`` (a progress bar over range(steps_per_epoch)); the mean loss."""
+    running = torch.zeros((), dtype=torch.float64, device=samples.features.device)
+    for _ in steps:
+        idx = batches.next().to(samples.features.device)
+        loss = torch.mean((network(samples.features[idx], graph) * samples.gains[idx] - samples.targets[idx]) ** 2)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        running += loss.detach()
+    steps.close()
+    return float(running) / len(steps)
+
+
 def fit_network(
     network: torch.nn.Module,
     kind: str,
@@ -186,7 +210,6 @@ def fit_network(
     progress: bool = True,
 ) -> tuple[Checkpoint, dict[str, list]]:
     """Run the epochs; the best checkpoint (not yet loaded into ``network``) and the loss history."""
-    device = train.features.device
     samples = train.samples(kind)
     batches = _Batches(len(samples.features), fit.batch_size if kind == "mlp" else fit.batch_frames, generator)
     optimiser = torch.optim.AdamW(network.parameters(), lr=fit.lr, weight_decay=fit.weight_decay)
@@ -202,17 +225,8 @@ def fit_network(
             range(fit.steps_per_epoch), desc=f"{label} epoch {epoch}/{fit.epochs}", file=sys.stderr,
             disable=not progress, leave=False,
         )
-        running = torch.zeros((), dtype=torch.float64, device=device)
-        for _ in steps:
-            idx = batches.next().to(device)
-            loss = torch.mean((network(samples.features[idx], graph) * samples.gains[idx] - samples.targets[idx]) ** 2)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            running += loss.detach()
-        steps.close()
-        train_loss, val_loss = float(running) / fit.steps_per_epoch, _loss_on(network, val, graph)
+        train_loss = _train_epoch(network, graph, samples, batches, optimiser, schedule, steps)
+        val_loss = _loss_on(network, val, graph)
         elapsed = time.perf_counter() - start
         for key, value in zip(history, (epoch, train_loss, val_loss, elapsed), strict=True):
             history[key].append(value)
@@ -258,6 +272,8 @@ def train_pair(
     start = time.perf_counter()
     label = f"{data.source}->{data.target}"
     best, history = fit_network(network, config.kind, graph, train, val, fit, generator, label, log, progress)
+    if best.state is None:
+        raise InputError(None, f"training diverged: the validation loss was never finite (train.lr = {fit.lr})")
     network.load_state_dict(best.state)
     history["best_epoch"] = best.epoch
     seconds = time.perf_counter() - start
