@@ -13,8 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import scipy.sparse as sp
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 DEGENERACY = 1e-12
 
@@ -85,11 +89,15 @@ def adjacency(cells: np.ndarray, n_nodes: int) -> sp.csr_matrix:
     edges = mesh_edges(cells, n_nodes)
     rows = np.concatenate([edges[:, 0], edges[:, 1]])
     cols = np.concatenate([edges[:, 1], edges[:, 0]])
+    import scipy.sparse as sp  # here, not at the top: bundle checks (and the workflow parse) need no scipy
+
     return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_nodes, n_nodes))
 
 
 def neighbour_average(cells: np.ndarray, n_nodes: int) -> sp.csr_matrix:
     """:math:`S`: the mean of a node and its mesh neighbours."""
+    import scipy.sparse as sp
+
     with_self = adjacency(cells, n_nodes) + sp.eye(n_nodes, format="csr")
     degree = np.asarray(with_self.sum(axis=1)).ravel()
     return (sp.diags(1.0 / degree) @ with_self).tocsr()
