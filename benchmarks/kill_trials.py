@@ -152,8 +152,8 @@ def main() -> None:
                                        ("training", MODEL, model_content, args.train_trials)):
             if n:
                 counts = trials(root, target, read, n, rng)
-                summary = ", ".join(f"{k} {counts[k]}" for k in
-                                    ("absent", "refused", "accepted-equal", "accepted-wrong", "recovered", "not-recovered"))
+                outcomes = ("absent", "refused", "accepted-equal", "accepted-wrong", "recovered", "not-recovered")
+                summary = ", ".join(f"{k} {counts[k]}" for k in outcomes)
                 print(f"{label}: {n} kill -9 trials: {summary}", flush=True)
 
 

@@ -90,7 +90,7 @@ def code_of(name):
     try:
         return output_fingerprint(name)
     except (KeyError, ModuleNotFoundError) as exc:
-        raise WorkflowError(f"code fingerprint of rule {name}: {exc}") from None
+        raise WorkflowError(f"no code fingerprint for the {name} rule ({exc})") from None
 
 
 # Input fingerprints of the cache rules (rules/cache.smk explains the mechanism).

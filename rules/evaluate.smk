@@ -55,8 +55,18 @@ rule plot_model:
         panel=f"results/metrics/{{src}}_{{dst}}_panel.npz",
         dst=lambda wc: cache_input(wc.dst),
     output:
-        loss=report(plot_file("{src}", "{dst}", "loss"), caption="../report/loss.rst", category=PAIR_CATEGORY, subcategory="training"),
-        panel=report(plot_file("{src}", "{dst}", "panel"), caption="../report/panel.rst", category=PAIR_CATEGORY, subcategory="prediction"),
+        loss=report(
+            plot_file("{src}", "{dst}", "loss"),
+            caption="../report/loss.rst",
+            category=PAIR_CATEGORY,
+            subcategory="training",
+        ),
+        panel=report(
+            plot_file("{src}", "{dst}", "panel"),
+            caption="../report/panel.rst",
+            category=PAIR_CATEGORY,
+            subcategory="prediction",
+        ),
         error_time=report(
             plot_file("{src}", "{dst}", "error_time"),
             caption="../report/error_time.rst",

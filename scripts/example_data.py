@@ -1,12 +1,13 @@
 """Snakemake entry point: generate and solve the example problem on one mesh."""
 
 from meshsr.example.solver import ExampleSettings, generate_example
-from meshsr.mesh.bundle import save_bundle
 from meshsr.jobs import job_logging
+from meshsr.mesh.bundle import save_bundle
 
 p = snakemake.params  # noqa: F821 (snakemake injects it)
 with job_logging(snakemake.log[0]) as log:  # noqa: F821
     settings = ExampleSettings(n_simulations=p.simulations, n_frames=p.frames, params_seed=p.seed)
     bundle = generate_example(n_nodes=p.n_nodes, mesh_seed=p.mesh_seed, settings=settings)
-    log.info("%s: %d nodes, %d cells, fields %s", snakemake.wildcards.res, bundle.n_nodes, len(bundle.cells), bundle.fields.shape)  # noqa: F821
+    res = snakemake.wildcards.res  # noqa: F821
+    log.info("%s: %d nodes, %d cells, fields %s", res, bundle.n_nodes, len(bundle.cells), bundle.fields.shape)
     save_bundle(snakemake.output[0], bundle)  # noqa: F821

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from matplotlib.tri import LinearTriInterpolator, Triangulation
 
-from meshsr.mesh.bundle import load_bundle, save_bundle
-from meshsr.example.solver import ExampleSettings, _draw_parameters, _velocity, generate_example, simulate
 from meshsr.example.mesh import HEIGHT, HOLE_CENTRE, HOLE_RADIUS, LENGTH, make_mesh
+from meshsr.example.solver import ExampleSettings, _draw_parameters, _velocity, generate_example, simulate
+from meshsr.mesh.bundle import load_bundle, save_bundle
 
 TINY = ExampleSettings(n_simulations=2, n_frames=3, t_end=0.6, steps_per_frame=2)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +65,7 @@ def make_pair_cache(
         "n_frames": src.n_frames,
         "n_fields": src.n_fields,
         "field_names": dst.field_names or src.field_names or [f"field{i}" for i in range(src.n_fields)],
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": package_versions(),
     }
     return PairCache(interpolated=interpolated, target_fields=target_fields, operator=operator, meta=meta)
@@ -83,7 +83,7 @@ def build_and_write(
     log.info("extrapolated target nodes (outside every source cell): %d", m["n_extrapolated"])
     log.info("cache code fingerprint: %s", m["code"])
     errors = relative_l2(cache.interpolated, cache.target_fields, axis=(0, 1, 2))
-    for name, err in zip(m["field_names"], errors):
+    for name, err in zip(m["field_names"], errors, strict=True):
         log.info("relative L2 of interpolated %s vs %s, field %s: %.2f %%", src_name, dst_name, name, 100 * err)
     write_pair_cache(out_path, cache)
     log.info("wrote %s in %.2f s", out_path, time.perf_counter() - start)

@@ -68,7 +68,8 @@ def package_versions() -> dict[str, str]:
     """Versions of what shapes a cache's numbers."""
     import scipy
 
-    return {"meshsr": __version__, "numpy": np.__version__, "scipy": scipy.__version__, "python": platform.python_version()}
+    python = platform.python_version()
+    return {"meshsr": __version__, "numpy": np.__version__, "scipy": scipy.__version__, "python": python}
 
 
 def write_pair_cache(path: str | Path, cache: PairCache) -> None:

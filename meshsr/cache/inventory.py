@@ -160,7 +160,7 @@ def format_table(rows: list[CacheRow], cache_dir: str | Path) -> str:
     body.append(["TOTAL", "", f"{total_size_mb(rows):.1f}"] + [""] * (len(head) - 3))
     widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
     lines = [f"pair caches in {cache_dir}"]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head, *body]]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [head, *body]]
     problems = [f"  {Path(r.file).name}: {r.status}: {r.detail}" for r in rows if r.status not in ("valid", "missing")]
     if problems:
         lines += ["", "problems:", *problems]

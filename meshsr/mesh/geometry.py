@@ -12,7 +12,6 @@ volume of its bounding box: such cells locate nothing and carry no gradient, and
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 from typing import TYPE_CHECKING
 
 import numpy as np
