@@ -19,7 +19,8 @@ subpackage                holds                                                 
 Numerical code (provenance, mesh, interp, cache, example, ``evaluate.norms``) never
 imports torch, matplotlib or Snakemake; only ``learn`` and ``evaluate.metrics`` use
 torch, only ``evaluate.plots`` matplotlib.  Only ``scripts/`` and ``rules/`` know
-Snakemake; ``meshsr.jobs`` is what the scripts share (logging, one-line failures).
+Snakemake; ``meshsr.jobs`` is what the scripts share (logging, one-line failures), and
+``meshsr.config`` checks the configuration for rules/common.smk (one line per problem).
 """
 
 __version__ = "0.1.0"

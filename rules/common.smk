@@ -3,9 +3,9 @@ import os
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
 from meshsr.cache.freshness import rebuild_command
+from meshsr.config import check_config, load_schema
 from meshsr.errors import InputError
 from meshsr.provenance.code import output_fingerprint
 from meshsr.provenance.digests import memoised_sha256
@@ -14,7 +14,20 @@ from meshsr.mesh.bundle import peek_shape
 from meshsr.learn.settings import TrainSettings, check_pairs
 from meshsr.example.settings import ExampleSettings
 
-validate(config, schema="../config/config.schema.yaml")
+
+def config_error(*problems):
+    """Bad configuration or input as Snakemake prints it: one 'ERROR <key or file>: <problem>; <what to do>' line each.
+
+    Raised at the top level of this file, Snakemake frames it with two short lines only (the
+    file and line); raised inside a function, it adds one line per function.
+    """
+    return WorkflowError("\n".join(f"ERROR {problem}" for problem in problems))
+
+
+# One line per problem, unknown keys refused at every level; fills in the schema's defaults.
+CONFIG_PROBLEMS = check_config(config, load_schema(Path(workflow.basedir) / "config" / "config.schema.yaml"))
+if CONFIG_PROBLEMS:
+    raise config_error(*CONFIG_PROBLEMS)
 
 RESOLUTIONS = list(config["meshes"])
 CACHE_DIR = config["cache_dir"].rstrip("/")
@@ -40,17 +53,20 @@ def is_example(path):
 
 def mesh_input(res):
     if res not in config["meshes"]:
-        raise WorkflowError(f"unknown resolution {res!r}; config 'meshes' has {RESOLUTIONS}")
+        raise config_error(f"config key 'meshes': no resolution {res!r}; use one of {', '.join(RESOLUTIONS)}")
     return config["meshes"][res]
 
 
-def check_mesh_inputs():
-    for res, path in config["meshes"].items():
-        if not is_example(path) and not Path(path).is_file():
-            raise WorkflowError(f"config 'meshes.{res}': input file {path} does not exist")
+def missing_mesh_inputs():
+    return [
+        f"config key 'meshes.{res}': input file {path} does not exist; correct the path or put the file there"
+        for res, path in config["meshes"].items()
+        if not is_example(path) and not Path(path).is_file()
+    ]
 
 
-check_mesh_inputs()
+if missing_mesh_inputs():
+    raise config_error(*missing_mesh_inputs())
 
 
 def ordered_pairs():
@@ -68,9 +84,10 @@ def all_pair_caches():
 
 def check_pair(src, dst):
     if (src, dst) not in ordered_pairs():
-        raise WorkflowError(
+        todo = f"ask for {dst}_{src}" if (dst, src) in ordered_pairs() else "pair two names of config 'meshes'"
+        raise config_error(
             f"no pair {src}_{dst}: pairs run coarser -> finer in the order of config 'meshes' "
-            f"({' < '.join(RESOLUTIONS)})"
+            f"({' < '.join(RESOLUTIONS)}); {todo}"
         )
 
 
@@ -90,7 +107,8 @@ def code_of(name):
     try:
         return output_fingerprint(name)
     except (KeyError, ModuleNotFoundError) as exc:
-        raise WorkflowError(f"no code fingerprint for the {name} rule ({exc})") from None
+        problem = f"no code fingerprint for the {name} rule ({exc})"
+        raise config_error(f"{problem}; add its modules to meshsr.provenance.code.OUTPUT_CODE") from None
 
 
 # Input fingerprints of the cache rules (rules/cache.smk explains the mechanism).
@@ -126,15 +144,12 @@ def cache_inputs(wildcards):
 
 # Training settings (checked at parse time: bad pairs fail before any job) and paths.
 def _train_settings():
-    try:
-        settings = TrainSettings.from_config(config.get("train"))
-        pairs = check_pairs(settings.pairs, RESOLUTIONS)
-        for src, dst in pairs:
-            shape = peek_shape(mesh_input(src), example_shape(src))
-            if shape is not None:
-                make_splits(*shape, settings.fit.test_simulations, settings.fit.validation_simulations)
-    except InputError as exc:
-        raise WorkflowError(str(exc)) from None
+    settings = TrainSettings.from_config(config.get("train"))
+    pairs = check_pairs(settings.pairs, RESOLUTIONS)
+    for src, dst in pairs:
+        shape = peek_shape(mesh_input(src), example_shape(src))
+        if shape is not None:
+            make_splits(*shape, settings.fit.test_simulations, settings.fit.validation_simulations)
     return settings, pairs
 
 
@@ -145,7 +160,10 @@ def example_shape(res):
     return EXAMPLE.n_simulations, EXAMPLE.n_frames
 
 
-TRAIN, TRAIN_PAIRS = _train_settings()
+try:
+    TRAIN, TRAIN_PAIRS = _train_settings()
+except InputError as exc:
+    raise config_error(exc) from None
 USE_CACHE = config["use_cache"]  # the schema's default fills it in
 
 

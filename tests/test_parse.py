@@ -1,4 +1,4 @@
-"""The Snakefile parse stays lean: no torch, matplotlib or scipy for a dry run or a no-op."""
+"""The Snakefile parse stays lean: no torch, matplotlib, scipy or pandas for a dry run or a no-op."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ try:
     main(["--cores", "1", "-n", "--quiet", "rules", "all"])
 except SystemExit as exc:
     code = exc.code
-print(json.dumps({"exit": code, "loaded": sorted(m for m in ("torch", "matplotlib", "scipy") if m in sys.modules)}))
+HEAVY = ("torch", "matplotlib", "scipy", "pandas")
+print(json.dumps({"exit": code, "loaded": sorted(m for m in HEAVY if m in sys.modules)}))
 """
 
 

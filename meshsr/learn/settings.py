@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from meshsr.errors import InputError
+from meshsr.errors import InputError, suggest
 
 KINDS = ("mlp", "gnn")  # the residual networks of meshsr.learn.model
 
@@ -44,7 +44,7 @@ class FitSettings:
     def from_dict(cls, values: dict[str, Any] | None) -> FitSettings:
         """From plain data (lists for the index tuples); missing keys take the defaults."""
         values = dict(values or {})
-        _refuse_unknown(values, {f.name for f in fields(cls)})
+        _refuse_unknown(values, [f.name for f in fields(cls)])
         if values.get("test_simulations") is not None:
             values["test_simulations"] = tuple(values["test_simulations"])
         if values.get("validation_simulations") is not None:
@@ -81,8 +81,8 @@ class TrainSettings:
     def from_config(cls, section: dict[str, Any] | None) -> TrainSettings:
         """Settings from the config's ``train:`` mapping; missing keys take the defaults."""
         section = dict(section or {})
-        fit_keys, run_keys = {f.name for f in fields(FitSettings)}, {f.name for f in fields(RunSettings)}
-        _refuse_unknown(section, fit_keys | run_keys | {"pairs", "panel_frame"})
+        fit_keys, run_keys = [f.name for f in fields(FitSettings)], [f.name for f in fields(RunSettings)]
+        _refuse_unknown(section, ["pairs", *fit_keys, *run_keys, "panel_frame"])
         return cls(
             pairs=tuple((src, dst) for src, dst in section.get("pairs") or ()),
             fit=FitSettings.from_dict({k: v for k, v in section.items() if k in fit_keys}),
@@ -97,10 +97,10 @@ class TrainSettings:
         return {"pairs": [], **default.fit.to_dict(), **asdict(default.run), "panel_frame": default.panel_frame}
 
 
-def _refuse_unknown(values: dict[str, Any], known: set[str]) -> None:
-    unknown = sorted(set(values) - known)
+def _refuse_unknown(values: dict[str, Any], known: list[str]) -> None:
+    unknown = [key for key in values if key not in known]
     if unknown:
-        raise InputError(None, f"config: unknown train setting(s) {unknown}; known: {sorted(known)}")
+        raise InputError(None, f"config key 'train.{unknown[0]}': unknown; {suggest(unknown[0], known)}")
 
 
 def check_pairs(pairs: tuple[tuple[str, str], ...] | list, resolutions: list[str]) -> list[tuple[str, str]]:
@@ -110,23 +110,25 @@ def check_pairs(pairs: tuple[tuple[str, str], ...] | list, resolutions: list[str
     """
     if not pairs:
         if len(resolutions) < 2:
-            raise InputError(None, f"config 'meshes' needs two resolutions to train on, has {resolutions}")
+            raise InputError(
+                None, f"config key 'meshes': needs two resolutions to train on, has {resolutions}; add a finer mesh"
+            )
         return [(resolutions[0], resolutions[-1])]
     out = []
     for src, dst in pairs:
         for name in (src, dst):
             if name not in resolutions:
                 raise InputError(
-                    None, f"config train.pairs: unknown resolution {name!r} in [{src}, {dst}]; "
-                    f"config 'meshes' has {resolutions}"
+                    None, f"config key 'train.pairs': unknown resolution {name!r} in [{src}, {dst}]; "
+                    f"use names of config 'meshes': {', '.join(resolutions)}"
                 )
         if resolutions.index(src) >= resolutions.index(dst):
             raise InputError(
                 None,
-                f"config train.pairs: [{src}, {dst}] is not in order; pairs run coarser -> finer as in config 'meshes' "
-                f"({' < '.join(resolutions)})",
+                f"config key 'train.pairs': [{src}, {dst}] is not in order: pairs run coarser -> finer as in config "
+                f"'meshes' ({' < '.join(resolutions)}); name the coarser resolution first",
             )
         if (src, dst) in out:
-            raise InputError(None, f"config train.pairs: [{src}, {dst}] is listed twice")
+            raise InputError(None, f"config key 'train.pairs': [{src}, {dst}] is listed twice; remove one")
         out.append((src, dst))
     return out
