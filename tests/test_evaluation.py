@@ -83,7 +83,7 @@ def test_the_panel_holds_every_frame_of_the_test_simulation(trained_pair):
     assert np.array_equal(ev.panel["prediction"], predictions(data, trained)[2])
     picked = panel_frame(ev.panel, -2, "p.npz")
     assert int(picked["frame"]) == 3 and np.array_equal(picked["truth"], data.cache.target_fields[2, 3])
-    with pytest.raises(InputError, match=r"config train.panel_frame: frame 5 does not exist \(T = 5\)"):
+    with pytest.raises(InputError, match=r"'train.panel_frame': frame 5 does not exist \(T = 5\); use a frame from -5"):
         panel_frame(ev.panel, 5, "p.npz")
     with pytest.raises(InputError, match="p.npz: panel file does not hold a simulation's frames"):
         panel_frame(picked, 0, "p.npz")
@@ -91,7 +91,8 @@ def test_the_panel_holds_every_frame_of_the_test_simulation(trained_pair):
 
 def test_a_model_of_another_pair_is_refused(trained_pair):
     _, data, trained = trained_pair
-    with pytest.raises(InputError, match="trained for coarse -> medium"):
+    message = "m.pt: model was trained for coarse -> medium, not coarse -> fine; retrain it with: snakemake --cores 1 "
+    with pytest.raises(InputError, match=message + "--force m.pt$"):
         evaluate_pair(data, replace(trained, target="medium"), "m.pt")
 
 

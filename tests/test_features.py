@@ -85,7 +85,7 @@ def test_operator_rows_that_are_not_cells_are_refused():
     matrix[0, :] = 0
     matrix[0, 0] = 1.0  # a located row with one entry: its cell cannot be read back
     bad = InterpolationOperator(matrix=sp.csr_matrix(matrix), extrapolated=data.cache.extrapolated)
-    with pytest.raises(InputError, match="operator row 0 has 1 entries"):
+    with pytest.raises(InputError, match="operator row 0 has 1 entries, but located rows need 3 .*; rebuild the pair"):
         Stencil.from_operator(bad, data.source_mesh.points, data.target_mesh.points)
 
 

@@ -122,16 +122,55 @@ def test_predict_is_interpolation_plus_scaled_network_output():
     np.testing.assert_allclose(trained.predict(features, scales, interp), 1.0 + 2.0 * raw, rtol=1e-6)
 
 
-def test_loading_a_foreign_file_is_a_clear_error(tmp_path):
-    bad = tmp_path / "bad.pt"
-    bad.write_bytes(b"not a torch file")
-    with pytest.raises(InputError, match="cannot read it as a meshsr model file"):
-        TrainedModel.load(bad)
-    other = tmp_path / "other.pt"
-    torch.save({"weights": torch.zeros(2)}, other)
-    with pytest.raises(InputError, match="not a meshsr model file"):
-        TrainedModel.load(other)
-    with pytest.raises(InputError, match="does not exist"):
+class Trap:
+    """Unpickling it runs code: it writes the file its argument names."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (_spring, (self.path,))
+
+
+def _spring(path: str) -> None:
+    with open(path, "w") as fh:
+        fh.write("unpickled")
+
+
+def incomplete(path):
+    state = small_trained().to_state()
+    state["state_dict"].popitem()
+    torch.save(state, path)
+
+
+FOREIGN_MODELS = {
+    "dict": (lambda p: torch.save({"a": 1}, p), "a dict without 'format_version'; keys: a"),
+    "module": (lambda p: torch.save(torch.nn.Linear(2, 2), p), "pickled code, torch.nn.modules.linear.Linear,"),
+    "code": (lambda p: torch.save(Trap(str(p) + ".sprung"), p), "pickled code, test_model._spring, which is never"),
+    "list": (lambda p: torch.save([1, 2], p), "it holds a list, not a dict"),
+    "version": (lambda p: torch.save({"format_version": 99}, p), "format version 99, this meshsr reads 1"),
+    "junk": (lambda p: p.write_bytes(b"not a torch file"), "not a zip archive: truncated, or not written by torch"),
+    "empty": (lambda p: p.write_bytes(b""), "not a zip archive"),
+    "incomplete": (incomplete, "model file is incomplete or inconsistent (RuntimeError: Error(s) in loading"),
+}
+
+
+@pytest.mark.parametrize(("make", "words"), list(FOREIGN_MODELS.values()), ids=list(FOREIGN_MODELS))
+def test_a_foreign_model_file_is_one_line_with_the_rebuild_command(tmp_path, make, words):
+    path = tmp_path / "models" / "coarse_fine.pt"
+    path.parent.mkdir()
+    make(path)
+    with pytest.raises(InputError) as info:
+        TrainedModel.load(path)
+    message = str(info.value)
+    assert "\n" not in message and "weights_only" not in message and len(message) < 400
+    assert message.startswith(f"{path}: ") and words in message
+    assert message.endswith(f"; rebuild it with: snakemake --cores 1 --force {path}")
+    assert not (tmp_path / "models" / "coarse_fine.pt.sprung").exists()  # weights_only: no code ever runs
+
+
+def test_a_missing_model_file_says_how_to_build_it(tmp_path):
+    with pytest.raises(InputError, match="missing.pt: model file does not exist; build it with: snakemake --cores 1"):
         TrainedModel.load(tmp_path / "missing.pt")
 
 

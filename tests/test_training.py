@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -17,10 +18,10 @@ from meshsr.errors import InputError
 from meshsr.learn.device import pick_device
 from meshsr.learn.features import field_spread
 from meshsr.learn.pair_data import load_pair_data
-from meshsr.learn.settings import RunSettings
+from meshsr.learn.settings import FitSettings, RunSettings
 from meshsr.learn.splits import make_splits
 from meshsr.learn.trained_model import TrainedModel
-from meshsr.learn.training import Checkpoint, build_tensors, train_job, train_pair
+from meshsr.learn.training import Checkpoint, build_tensors, one_cycle, train_job, train_pair
 from meshsr.mesh.bundle import load_bundle, peek_shape, save_bundle
 
 FIT = TINY.fit
@@ -45,9 +46,9 @@ def test_splits_by_whole_simulations():
         make_splits(2, 10, (-1,), (-2,))
     with pytest.raises(InputError, match="empty training split"):
         make_splits(1, 10, (-1,))
-    with pytest.raises(InputError, match="simulation 7 does not exist"):
+    with pytest.raises(InputError, match=r"simulation 7 does not exist \(S = 6\); use indices -6 to 5"):
         make_splits(6, 10, (7,))
-    with pytest.raises(InputError, match="in both"):
+    with pytest.raises(InputError, match=r"\[5\] are also in train.test_simulations; put each simulation in one"):
         make_splits(6, 10, (5,), (-1,))
 
 
@@ -88,7 +89,7 @@ def test_use_cache_false_builds_bit_identical_arrays_and_writes_nothing(tiny):
 
 
 def test_cache_from_another_configuration_is_refused(tiny, tmp_path):
-    with pytest.raises(InputError, match="built for coarse -> fine, but this job trains coarse -> medium"):
+    with pytest.raises(InputError, match="built for coarse -> fine, but this job trains coarse -> medium; rebuild it"):
         load_pair_data("coarse", "medium", tiny.src, tiny.dst, tiny.cache)
     # bundles with another S: the cache no longer matches them
     other_src, other_dst = tmp_path / "coarse.npz", tmp_path / "fine.npz"
@@ -96,7 +97,7 @@ def test_cache_from_another_configuration_is_refused(tiny, tmp_path):
         bundle = load_bundle(path)
         bundle.fields = bundle.fields[:2]
         save_bundle(out, bundle)
-    with pytest.raises(InputError, match="S,T,F = 3,5,2.*another configuration"):
+    with pytest.raises(InputError, match="S,T,F = 3,5,2.*another configuration; rebuild it$"):
         load_pair_data("coarse", "fine", other_src, other_dst, tiny.cache)
 
 
@@ -178,6 +179,61 @@ def test_training_keeps_the_best_validation_epoch_and_logs_epochs(tiny, caplog):
     assert sum(r.message.startswith("epoch ") and "validation loss" in r.message for r in caplog.records) == 4
     assert trained.splits == {"train": [0], "validation": [1], "test": [2], "validation_frames": []}
     assert trained.run == {"device": "cpu", "threads": 1}
+
+
+# --- the learning-rate schedule ---------------------------------------------------------------
+
+DEFAULT = FitSettings()
+
+
+def learning_rates(schedule_for, steps: int, lr: float = DEFAULT.lr) -> list[float]:
+    """The learning rate of each of ``steps`` optimiser steps, stepping the schedule after each as _train_epoch
+    does (the last step moves it past its end)."""
+    weight = torch.nn.Parameter(torch.zeros(1))
+    optimiser = torch.optim.AdamW([weight], lr=lr)
+    schedule = schedule_for(optimiser, lr, steps)
+    rates = []
+    for _ in range(steps):
+        rates.append(optimiser.param_groups[0]["lr"])
+        optimiser.step()
+        schedule.step()
+    return rates
+
+
+def torch_one_cycle(optimiser, lr, steps):
+    return torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps, pct_start=0.05)
+
+
+@pytest.mark.parametrize("steps", [DEFAULT.epochs * DEFAULT.steps_per_epoch, 40, 41, 60, 240, 1000, 16 * 250 + 7])
+def test_from_40_steps_on_the_schedule_is_torchs_one_cycle_bit_for_bit(steps):
+    assert DEFAULT.epochs * DEFAULT.steps_per_epoch == 16 * 250  # the default run these rates keep
+    assert learning_rates(one_cycle, steps) == learning_rates(torch_one_cycle, steps)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 10, 19, 20, 21, 39])
+def test_short_schedules_warm_up_for_two_steps_then_decay(steps):
+    rates = learning_rates(one_cycle, steps)
+    lr = DEFAULT.lr
+    assert len(rates) == steps and rates[0] == pytest.approx(lr / 25)
+    if steps >= 2:
+        assert rates[1] == pytest.approx(lr) and max(rates) == pytest.approx(lr)
+        assert all(later <= earlier for earlier, later in zip(rates[1:], rates[2:], strict=False))
+    if steps >= 3:
+        assert rates[-1] < lr / 25  # torch's final rate, lr / 25 / 1e4
+
+
+def test_a_run_of_two_epochs_of_ten_steps_trains(tiny):
+    data = load_pair_data("coarse", "fine", tiny.src, tiny.dst, tiny.cache)  # 20 steps: torch's schedule divided by 0
+    trained = train_pair(data, replace(FIT, epochs=2, steps_per_epoch=10), RUN, progress=False)
+    assert trained.history["epoch"] == [1, 2] and np.isfinite(trained.history["validation_loss"]).all()
+
+
+def test_a_diverging_run_says_to_lower_the_learning_rate(tiny):
+    data = load_pair_data("coarse", "fine", tiny.src, tiny.dst, tiny.cache)
+    fit = replace(FIT, epochs=1, steps_per_epoch=3, lr=1e10)
+    message = "config key 'train.lr': training diverged, the validation loss was never finite (lr 10000000000.0); "
+    with pytest.raises(InputError, match=re.escape(message + "lower train.lr")):
+        train_pair(data, fit, RUN, progress=False)
 
 
 def test_two_simulations_train_with_validation_frames(tmp_path):

@@ -79,14 +79,15 @@ def test_delete_all_output_keeps_user_inputs(workflow):
 def test_reverse_pair_is_refused(workflow):
     proc = workflow.run("results/cache/fine_coarse.npz", check=False)
     assert proc.returncode != 0
-    assert "no pair fine_coarse" in proc.stdout + proc.stderr
+    assert "no pair fine_coarse" in proc.stdout + proc.stderr and "; ask for coarse_fine" in proc.stdout + proc.stderr
 
 
 def test_config_naming_missing_file_fails_before_work(workflow):
     workflow.update_config(meshes={"coarse": "data/missing.npz", "fine": "results/example/fine.npz"})
     proc = workflow.run("results/cache/coarse_fine.npz", check=False)
     assert proc.returncode != 0
-    assert "data/missing.npz" in proc.stderr and "does not exist" in proc.stderr
+    line = "ERROR config key 'meshes.coarse': input file data/missing.npz does not exist; correct the path or put "
+    assert line + "the file there" in proc.stderr.splitlines()
     assert not (workflow.root / "results").exists()
 
 
@@ -101,6 +102,8 @@ def test_bad_bundle_gives_one_clear_error_and_no_cache(workflow):
     workflow.update_config(meshes={"coarse": "data/bad.npz", "fine": "results/example/fine.npz"})
     proc = workflow.run("results/cache/coarse_fine.npz", check=False)
     assert proc.returncode != 0
-    assert "data/bad.npz: 'fields' holds 1 NaN/Inf values" in proc.stderr
+    assert "ERROR data/bad.npz: 'fields' holds 1 NaN/Inf values; fix or drop those values in the solver output" in (
+        proc.stderr
+    )
     assert not (root / "results/cache/coarse_fine.npz").exists()
     assert not list((root / "results/cache").glob(".tmp-*"))  # glob of a missing directory is empty

@@ -104,6 +104,7 @@ def test_every_pair_in_train_pairs_gets_its_jobs(workflow):
         ({"train": {"pairs": [["fine", "coarse"]]}}, "[fine, coarse] is not in order"),
         ({"train": {"test_simulations": [0], "validation_simulations": [1, 2]}}, "empty training split"),
     ],
+    ids=["unknown-resolution", "pair-not-in-order", "empty-training-split"],
 )
 def test_bad_train_settings_fail_before_any_work(workflow, changes, message):
     workflow.update_config(**changes)

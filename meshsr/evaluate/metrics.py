@@ -31,7 +31,7 @@ from meshsr.learn.model import mean_adjacency
 from meshsr.learn.pair_data import PairData, load_pair_data
 from meshsr.learn.settings import RunSettings
 from meshsr.learn.splits import SPLITS, Splits
-from meshsr.learn.trained_model import TrainedModel
+from meshsr.learn.trained_model import TrainedModel, retrain_command
 
 log_default = logging.getLogger("meshsr")
 METRIC_COLUMNS = [
@@ -50,23 +50,23 @@ class Evaluation:
 
 def check_model_matches(trained: TrainedModel, data: PairData, builder: FeatureBuilder, path: str | Path) -> None:
     """A model trained on another pair, field set or feature set cannot be applied to this pair."""
+    retrain = f"retrain it with: {retrain_command(path)}"
     if (trained.source, trained.target) != (data.source, data.target):
-        raise InputError(
-            path, f"model was trained for {trained.source} -> {trained.target}, not {data.source} -> {data.target}"
-        )
+        pairs = f"{trained.source} -> {trained.target}, not {data.source} -> {data.target}"
+        raise InputError(path, f"model was trained for {pairs}; {retrain}")
     if trained.feature_names != builder.names:
-        raise InputError(path, "model was trained on other input features than this pair provides; retrain it")
+        raise InputError(path, f"model was trained on other input features than this pair provides; {retrain}")
     if trained.field_names != data.field_names:
-        raise InputError(path, f"model predicts fields {trained.field_names}, the pair has {data.field_names}")
+        fields = f"model predicts fields {trained.field_names}, the pair has {data.field_names}"
+        raise InputError(path, f"{fields}; {retrain}")
 
 
 def model_splits(trained: TrainedModel, n_simulations: int, path: str | Path) -> Splits:
     """The splits recorded in the model file; they must cover this pair's simulations."""
     splits = Splits.from_dict(trained.splits)
     if sorted(splits.train + splits.validation + splits.test) != list(range(n_simulations)):
-        raise InputError(
-            path, f"model's splits {trained.splits} do not cover the {n_simulations} simulations of this pair"
-        )
+        problem = f"model's splits {trained.splits} do not cover the {n_simulations} simulations of this pair"
+        raise InputError(path, f"{problem}; retrain it with: {retrain_command(path)}")
     return splits
 
 

@@ -117,7 +117,11 @@ def panel_frame(panel: dict[str, np.ndarray], frame: int, path: str | Path) -> d
         raise InputError(path, "panel file does not hold a simulation's frames (T, N, F); rerun its evaluate job")
     n_frames = len(panel["truth"])
     if not -n_frames <= frame < n_frames:
-        raise InputError(None, f"config train.panel_frame: frame {frame} does not exist (T = {n_frames})")
+        raise InputError(
+            None,
+            f"config key 'train.panel_frame': frame {frame} does not exist (T = {n_frames}); "
+            f"use a frame from {-n_frames} to {n_frames - 1} (negative: from the end)",
+        )
     picked = {k: panel[k][frame] for k in ("interp", "prediction", "truth")}
     return {**panel, **picked, "frame": np.array(frame % n_frames)}
 
@@ -138,9 +142,8 @@ def plot_job(
         panel = panel_frame({k: data[k] for k in data.files}, frame, panel_npz)
     dst = load_bundle(dst_path)
     if len(dst.points) != len(panel["truth"]):
-        raise InputError(
-            panel_npz, f"panel has {len(panel['truth'])} nodes but the target mesh {dst_path} has {len(dst.points)}"
-        )
+        problem = f"panel has {len(panel['truth'])} nodes but the target mesh {dst_path} has {len(dst.points)}"
+        raise InputError(panel_npz, f"{problem}; rerun its evaluate job (snakemake --cores 1 --force {panel_npz})")
     title = f"{pair}: simulation {int(panel['simulation'])}, frame {int(panel['frame'])}"
     plot_panel(dst.points, dst.cells, panel, outputs["panel"], title)
     plot_error_vs_time(pd.read_csv(frames_csv), outputs["error_time"], f"{pair}: error per frame")

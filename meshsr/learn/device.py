@@ -12,7 +12,7 @@ from meshsr.errors import InputError
 def pick_device(setting: str) -> torch.device:
     """``auto``: CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
     if setting == "cuda" and not torch.cuda.is_available():
-        raise InputError(None, "config train.device is 'cuda' but no CUDA device is available (use 'auto' or 'cpu')")
+        raise InputError(None, "config key 'train.device': 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
     if setting in ("cuda", "auto") and torch.cuda.is_available():
         return torch.device("cuda")
     return torch.device("cpu")

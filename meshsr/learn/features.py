@@ -71,8 +71,8 @@ class Stencil:
             bad = int(np.flatnonzero(counts != expected)[0])
             raise InputError(
                 None,
-                f"operator row {bad} has {counts[bad]} entries; located rows need {k} (cell vertices) "
-                "and extrapolated rows 1",
+                f"operator row {bad} has {counts[bad]} entries, but located rows need {k} (cell vertices) "
+                "and extrapolated rows 1; rebuild the pair cache",
             )
         vertices = np.empty((n, k), dtype=np.int64)
         weights = np.zeros((n, k), dtype=np.float64)

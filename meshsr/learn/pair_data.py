@@ -58,15 +58,25 @@ class PairData:
 
 
 def check_cache_matches(
-    cache: PairCache, path: str | Path, source: str, target: str, src: MeshBundle, dst: MeshBundle
+    cache: PairCache,
+    path: str | Path,
+    source: str,
+    target: str,
+    src: MeshBundle,
+    dst: MeshBundle,
+    rebuild: str | None = None,
 ) -> None:
-    """Refuse a (fresh) cache that belongs to another configuration: names, S/T/F or node counts."""
+    """Refuse a (fresh) cache that belongs to another configuration: names, S/T/F or node counts.
+
+    ``rebuild``: the command that rebuilds it, quoted in the error.
+    """
     meta = cache.meta
+    todo = f"rebuild it with: {rebuild}" if rebuild else "rebuild it"
     if (meta.get("source"), meta.get("target")) != (source, target):
         raise InputError(
             path,
             f"pair cache was built for {meta.get('source')} -> {meta.get('target')}, "
-            f"but this job trains {source} -> {target}",
+            f"but this job trains {source} -> {target}; {todo}",
         )
     s, t, n, f = cache.target_fields.shape
     expected = {"n_simulations": src.n_simulations, "n_frames": src.n_frames, "n_fields": src.n_fields}
@@ -76,13 +86,13 @@ def check_cache_matches(
         raise InputError(
             path,
             f"pair cache has S,T,F = {s},{t},{f} (meta {recorded}) but the mesh bundles have "
-            f"{src.n_simulations},{src.n_frames},{src.n_fields}; it comes from another configuration",
+            f"{src.n_simulations},{src.n_frames},{src.n_fields}: it comes from another configuration; {todo}",
         )
     if cache.operator.shape != (dst.n_nodes, src.n_nodes) or n != dst.n_nodes:
         raise InputError(
             path,
             f"pair cache operator is {cache.operator.shape} but the meshes have {dst.n_nodes} target and "
-            f"{src.n_nodes} source nodes; it comes from another configuration",
+            f"{src.n_nodes} source nodes: it comes from another configuration; {todo}",
         )
 
 
@@ -105,9 +115,10 @@ def load_pair_data(
         cache = make_pair_cache(src_path, dst_path, source, target, bundles=(src, dst))
     else:
         cache = read_pair_cache(cache_path)
-        check_cache_matches(cache, cache_path, source, target, src, dst)
+        check_cache_matches(cache, cache_path, source, target, src, dst, rebuild)
         check_fresh(cache, cache_path, src_path, dst_path, rebuild=rebuild, memo=memo)
     if src.dim != dst.dim:
-        raise InputError(f"{src_path} / {dst_path}", f"source mesh is {src.dim}D but target mesh is {dst.dim}D")
+        problem = f"source mesh is {src.dim}D but target mesh is {dst.dim}D"
+        raise InputError(f"{src_path} / {dst_path}", f"{problem}; pair meshes of the same dimension")
     return PairData(source=source, target=target, cache=cache, source_mesh=src, target_mesh=dst)
 

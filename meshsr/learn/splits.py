@@ -69,7 +69,11 @@ def make_splits(
         out = set()
         for i in indices:
             if not -n_simulations <= i < n_simulations:
-                raise InputError(None, f"config train.{key}: simulation {i} does not exist (S = {n_simulations})")
+                raise InputError(
+                    None,
+                    f"config key 'train.{key}': simulation {i} does not exist (S = {n_simulations}); "
+                    f"use indices {-n_simulations} to {n_simulations - 1} (negative: from the end)",
+                )
             out.add(i % n_simulations)
         return tuple(sorted(out))
 
@@ -82,7 +86,9 @@ def make_splits(
     both = sorted(set(test_ids) & set(val_ids))
     if both:
         raise InputError(
-            None, f"config train: simulation(s) {both} are in both test_simulations and validation_simulations"
+            None,
+            f"config key 'train.validation_simulations': simulation(s) {both} are also in train.test_simulations; "
+            "put each simulation in one of the two lists",
         )
     train_ids = tuple(s for s in rest if s not in val_ids)
     if not train_ids:

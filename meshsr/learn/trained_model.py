@@ -6,6 +6,9 @@ and dicts, so ``torch.load(path, weights_only=True)`` reads it without unpicklin
 
 from __future__ import annotations
 
+import pickle
+import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,40 @@ from meshsr.learn.model import CHUNK_NODES, ModelConfig, build_model, infer
 from meshsr.learn.normalisation import Normalisation
 
 FORMAT_VERSION = 1
+
+
+def retrain_command(path: str | Path) -> str:
+    """The command that rebuilds the model file at ``path`` (a workflow path, results/models/{src}_{dst}.pt).
+
+    ``--force`` is a flag, so the target can come last; ``--forcerun`` would take it as one of its own values.
+    """
+    return f"snakemake --cores 1 --force {path}"
+
+
+def _unreadable_reason(exc: Exception) -> str:
+    """torch.load's refusal in a few words (its own text runs to six lines and suggests an unsafe load)."""
+    text = str(exc)
+    code = re.search(r"GLOBAL ([\w.]+)", text)
+    if isinstance(exc, pickle.UnpicklingError) and code:
+        return f"it holds pickled code, {code.group(1)}, which is never loaded"
+    return _short(exc)
+
+
+def _short(exc: Exception) -> str:
+    """An exception's text on one line, at most 100 characters."""
+    text = " ".join(str(exc).split())
+    line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return line if len(line) <= 100 else line[:97] + "..."
+
+
+def _not_a_model(state: Any) -> str:
+    """Why a readable file is not a meshsr model file, in a few words."""
+    if not isinstance(state, dict):
+        return f"it holds a {type(state).__name__}, not a dict"
+    if "format_version" not in state:
+        keys = ", ".join(str(k) for k in list(state)[:5]) + (", ..." if len(state) > 5 else "")
+        return f"a dict without 'format_version'; keys: {keys}" if state else "an empty dict"
+    return f"format version {state['format_version']!r}, this meshsr reads {FORMAT_VERSION}"
 
 
 @dataclass
@@ -87,22 +124,28 @@ class TrainedModel:
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> TrainedModel:
         """Read a model file with ``weights_only=True`` (no code is unpickled)."""
+        rebuild = f"rebuild it with: {retrain_command(path)}"
         path = Path(path)
         if not path.is_file():
-            raise InputError(path, "model file does not exist")
+            raise InputError(path, f"model file does not exist; build it with: {retrain_command(path)}")
+        if not zipfile.is_zipfile(path):
+            problem = "not a meshsr model file (not a zip archive: truncated, or not written by torch.save)"
+            raise InputError(path, f"{problem}; {rebuild}")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
+        except PermissionError as exc:
+            raise InputError(path, f"cannot read it ({exc.strerror}); check the file's permissions") from None
         except Exception as exc:  # torch raises many types for damaged or foreign files
-            raise InputError(path, f"cannot read it as a meshsr model file ({exc})") from None
+            raise InputError(path, f"not a meshsr model file ({_unreadable_reason(exc)}); {rebuild}") from None
         if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
-            raise InputError(path, f"not a meshsr model file of format version {FORMAT_VERSION}")
+            raise InputError(path, f"not a meshsr model file ({_not_a_model(state)}); {rebuild}")
         try:
             config = ModelConfig(**state["model"])
             network = build_model(config)
             network.load_state_dict(state["state_dict"])
             normalisation = Normalisation.from_state(state["normalisation"])
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise InputError(path, f"model file is incomplete or inconsistent ({exc})") from None
+            raise InputError(path, f"model file is incomplete or inconsistent ({_short(exc)}); {rebuild}") from None
         network.to(device)
         return cls(
             config=config,

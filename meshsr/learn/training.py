@@ -39,6 +39,7 @@ from meshsr.learn.trained_model import TrainedModel
 from meshsr.mesh.bundle import peek_shape
 
 log_default = logging.getLogger("meshsr")
+WARMUP_SHARE = 0.05  # of the one-cycle schedule's steps (the default 16 x 250 steps: 200)
 
 
 @dataclass
@@ -174,6 +175,20 @@ def model_config(fit: FitSettings, n_inputs: int, n_outputs: int) -> ModelConfig
     )
 
 
+def one_cycle(optimiser: torch.optim.Optimizer, lr: float, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """torch's one-cycle schedule with peak ``lr``; WARMUP_SHARE of the steps warm up, but at least two.
+
+    Below 40 steps torch's warm-up would end before step 1: it divides by zero (20 steps) or skips
+    the warm-up. There the warm-up is two steps (lr/25, then lr) before the cosine decay; a run of
+    1 or 2 steps just uses lr/25, then lr. From 40 steps on it is torch's schedule unchanged.
+    """
+    if total_steps >= 3:
+        pct_start = max(WARMUP_SHARE, 2 / total_steps)
+        return torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=total_steps, pct_start=pct_start)
+    start = 1 / 25  # OneCycleLR's default div_factor: where its warm-up starts
+    return torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: start if step == 0 else 1.0)
+
+
 def _train_epoch(
     network: torch.nn.Module,
     graph: torch.Tensor | None,
@@ -213,9 +228,7 @@ def fit_network(
     samples = train.samples(kind)
     batches = _Batches(len(samples.features), fit.batch_size if kind == "mlp" else fit.batch_frames, generator)
     optimiser = torch.optim.AdamW(network.parameters(), lr=fit.lr, weight_decay=fit.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimiser, max_lr=fit.lr, total_steps=fit.epochs * fit.steps_per_epoch, pct_start=0.05
-    )
+    schedule = one_cycle(optimiser, fit.lr, fit.epochs * fit.steps_per_epoch)
     history: dict[str, list] = {"epoch": [], "train_loss": [], "validation_loss": [], "seconds": []}
     best = Checkpoint()
     network.train()
@@ -273,7 +286,10 @@ def train_pair(
     label = f"{data.source}->{data.target}"
     best, history = fit_network(network, config.kind, graph, train, val, fit, generator, label, log, progress)
     if best.state is None:
-        raise InputError(None, f"training diverged: the validation loss was never finite (train.lr = {fit.lr})")
+        raise InputError(
+            None, f"config key 'train.lr': training diverged, the validation loss was never finite (lr {fit.lr}); "
+            "lower train.lr"
+        )
     network.load_state_dict(best.state)
     history["best_epoch"] = best.epoch
     seconds = time.perf_counter() - start

@@ -95,7 +95,8 @@ def check_points(points: np.ndarray, path: str | Path | None) -> None:
     if points.ndim == 2 and points.shape[0] == 0:
         raise InputError(path, f"empty mesh: 'points' has no rows (shape {points.shape}); export the mesh's nodes")
     if points.ndim != 2 or points.shape[1] not in (2, 3):
-        raise InputError(path, f"'points' must have shape (N, 2) or (N, 3), got {points.shape}")
+        raise InputError(path, f"'points' must have shape (N, 2) or (N, 3), got {points.shape}; save one row of x, y "
+                         "(and z) per node")
     if not np.issubdtype(points.dtype, np.floating):
         raise InputError(path, f"'points' must be floating-point numbers, got {points.dtype}; save them as float64")
     bad = ~np.isfinite(points).all(axis=1)
@@ -115,28 +116,35 @@ def _check_cells(cells: np.ndarray, n: int, d: int, path: str | Path) -> None:
     if cells.ndim == 2 and cells.shape[0] == 0:
         raise InputError(path, f"empty mesh: 'cells' has no rows (shape {cells.shape}); export the mesh with its cells")
     if cells.ndim != 2 or cells.shape[1] != d + 1:
-        raise InputError(path, f"'cells' must have shape (M, {d + 1}) for {d}D points, got {cells.shape}")
+        kind = "triangles" if d == 2 else "tetrahedra"
+        raise InputError(path, f"'cells' must have shape (M, {d + 1}) for {d}D points, got {cells.shape}; save "
+                         f"{kind}, {d + 1} node indices per row")
     if not np.issubdtype(cells.dtype, np.integer):
-        raise InputError(path, f"'cells' must be integer, got {cells.dtype}")
+        raise InputError(path, f"'cells' must be integer, got {cells.dtype}; save the node indices as integers")
     if cells.min() < 0 or cells.max() >= n:
-        raise InputError(path, f"'cells' index out of range [0, {n}): min {cells.min()}, max {cells.max()}")
+        raise InputError(path, f"'cells' index out of range [0, {n}): min {cells.min()}, max {cells.max()}; number "
+                         "the nodes from 0, in the order of 'points'")
 
 
 def _check_fields(bundle: MeshBundle, n: int, path: str | Path) -> None:
     fields = bundle.fields
     if fields.ndim != 4 or fields.shape[2] != n:
-        raise InputError(path, f"'fields' must have shape (S, T, {n}, F), got {fields.shape}")
+        raise InputError(path, f"'fields' must have shape (S, T, {n}, F), got {fields.shape}; save simulations x "
+                         "frames x nodes x field components, one value per node of 'points'")
     if fields.dtype not in (np.float32, np.float64):
-        raise InputError(path, f"'fields' must be float32 or float64, got {fields.dtype}")
+        raise InputError(path, f"'fields' must be float32 or float64, got {fields.dtype}; save them as floats")
     if min(fields.shape) == 0:
-        raise InputError(path, f"'fields' is empty: shape {fields.shape}")
+        raise InputError(path, f"'fields' is empty: shape {fields.shape}; export at least one simulation, frame and "
+                         "field")
     if not np.isfinite(fields).all():
         bad = int((~np.isfinite(fields)).sum())
-        raise InputError(path, f"'fields' holds {bad} NaN/Inf values")
+        raise InputError(path, f"'fields' holds {bad} NaN/Inf values; fix or drop those values in the solver output")
     if bundle.field_names and len(bundle.field_names) != fields.shape[3]:
-        raise InputError(path, f"'field_names' has {len(bundle.field_names)} names for F={fields.shape[3]}")
+        raise InputError(path, f"'field_names' has {len(bundle.field_names)} names for F={fields.shape[3]}; give one "
+                         "name per field component, or leave 'field_names' out")
     if bundle.times is not None and bundle.times.shape != (fields.shape[1],):
-        raise InputError(path, f"'times' must have shape ({fields.shape[1]},), got {bundle.times.shape}")
+        raise InputError(path, f"'times' must have shape ({fields.shape[1]},), got {bundle.times.shape}; give one time "
+                         "per frame, or leave 'times' out")
 
 
 def _first(indices: np.ndarray, k: int = 5) -> str:
@@ -206,7 +214,8 @@ def _read_npz_arrays(path: Path) -> dict[str, np.ndarray]:
             found = sorted(name.removesuffix(".npy") for name in zf.namelist())
         missing = [k for k in REQUIRED_KEYS if k not in headers]
         if missing:
-            raise InputError(path, f"missing required array(s) {missing}; found {found}")
+            raise InputError(path, f"missing required array(s) {missing}, found {found}; a bundle needs 'points' and "
+                             "'fields' (README, contract 1)")
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in headers}
     except MemberError as exc:
@@ -219,7 +228,7 @@ def _read_npz_arrays(path: Path) -> dict[str, np.ndarray]:
 
 def _load_npz(path: Path) -> MeshBundle:
     if not zipfile.is_zipfile(path):
-        raise InputError(path, "cannot read npz: not a zip archive (truncated or not an .npz)")
+        raise InputError(path, f"cannot read npz: not a zip archive (truncated or not an .npz); {_REEXPORT_HINT}")
     arrays = _read_npz_arrays(path)
     points = np.asarray(arrays["points"])
     cells = arrays.get("cells")
@@ -243,12 +252,14 @@ def _load_meshio(path: Path) -> MeshBundle:
     try:
         mesh = meshio.read(path)
     except Exception as exc:  # meshio raises many types for unreadable files
-        raise InputError(path, f"meshio cannot read it: {exc}") from None
+        reason = " ".join(str(exc).split())[:200]
+        raise InputError(path, f"meshio cannot read it ({reason}); convert it to an .npz bundle (README, contract 1) "
+                         "or a format meshio reads") from None
     d = 3 if any(b.type == "tetra" for b in mesh.cells) else 2
     cell_type = "tetra" if d == 3 else "triangle"
     blocks = [b.data for b in mesh.cells if b.type == cell_type]
     if not blocks:
-        raise InputError(path, f"no {cell_type} cells in mesh")
+        raise InputError(path, f"no {cell_type} cells in mesh; export the mesh with {cell_type} cells")
     points = np.asarray(mesh.points, dtype=np.float64)[:, :d]
     names, columns = [], []
     for name, values in mesh.point_data.items():
@@ -257,7 +268,7 @@ def _load_meshio(path: Path) -> MeshBundle:
             names.append(name if values.shape[1] == 1 else f"{name}_{j}")
             columns.append(values[:, j])
     if not columns:
-        raise InputError(path, "mesh has no point data to use as fields")
+        raise InputError(path, "mesh has no point data to use as fields; export the fields as point data")
     fields = np.stack(columns, axis=-1)[None, None]
     return MeshBundle(points=points, cells=np.concatenate(blocks).astype(np.int64), fields=fields, field_names=names)
 
@@ -266,7 +277,7 @@ def load_bundle(path: str | Path) -> MeshBundle:
     """Read and validate a bundle from ``.npz`` or any meshio-readable mesh file."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(path, "file does not exist")
+        raise InputError(path, "file does not exist; check the path")
     bundle = _load_npz(path) if path.suffix == ".npz" else _load_meshio(path)
     bundle = validate_bundle(bundle, path)
     bundle.points = bundle.points.astype(np.float64, copy=False)
@@ -293,7 +304,8 @@ def check_compatible(bundles: dict[str, MeshBundle]) -> None:
     shapes = {name: (b.n_simulations, b.n_frames, b.n_fields) for name, b in bundles.items()}
     if len(set(shapes.values())) > 1:
         listing = ", ".join(f"{k}: S,T,F={v}" for k, v in shapes.items())
-        raise InputError(None, f"mesh bundles disagree on (S, T, F): {listing}")
+        raise InputError(None, f"mesh bundles disagree on (S, T, F): {listing}; export every resolution with the "
+                         "same simulations, frames and fields")
 
 
 def peek_shape(path: str | Path, known: tuple[int, int] | None = None) -> tuple[int, int] | None:
