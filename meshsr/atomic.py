@@ -1,19 +1,25 @@
 """Atomic file writes: a temporary file in the destination directory, then ``os.replace``.
 
 A crash (even ``kill -9``) leaves at worst a stray ``.tmp-*`` file, never a truncated
-file under the final name, and concurrent writers of the same path never tear it.
+file under the final name, and concurrent writers of the same path never tear it.  A write
+that the file system refuses (full, read-only, no permission) becomes :class:`WriteError`
+through :func:`write_error`: one line with the path, the problem and what to do.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
 import numpy as np
+
+from meshsr.errors import InputError
 
 
 @contextlib.contextmanager
@@ -48,3 +54,47 @@ def atomic_savez(path: str | Path, **arrays: np.ndarray) -> None:
             raise TypeError(f"refusing to write object array {name!r} to {path}")
     with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **arrays)
+
+
+class WriteError(InputError):
+    """A write the file system refused (no space, read-only, no permission), with what to do."""
+
+
+def free_bytes(path: str | Path) -> int | None:
+    """Free bytes on the file system of ``path`` or of its nearest existing parent; None if unknown."""
+    path = Path(os.path.abspath(path))
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            try:
+                return shutil.disk_usage(candidate).free
+            except OSError:
+                return None
+    return None
+
+
+def size_text(n_bytes: int) -> str:
+    """A size for messages: MB (10^6 bytes) with one decimal, kB below 0.1 MB."""
+    return f"{n_bytes / 1e3:.0f} kB" if n_bytes < 100_000 else f"{n_bytes / 1e6:.1f} MB"
+
+
+def space_problem(what: str, needed: int | None, free: int | None, remedy: str) -> str:
+    """The message of a write that needs more space than there is."""
+    sizes = ""
+    if needed is not None and free is not None:
+        sizes = f" (about {size_text(needed)} needed, {size_text(free)} free)"
+    return f"no space left on device writing {what}{sizes}; free space or {remedy}"
+
+
+def write_error(exc: OSError, path: str | Path, what: str, remedy: str, needed: int | None = None) -> WriteError | None:
+    """One-line :class:`WriteError` for an OSError that says the file system refused a write; None for others.
+
+    ``what`` names what was written ("the pair cache"), ``remedy`` the alternative to
+    fixing the file system ("set cache_dir elsewhere"), ``needed`` its size in bytes.
+    """
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return WriteError(path, space_problem(what, needed, free_bytes(path), remedy))
+    if exc.errno == errno.EROFS:
+        return WriteError(path, f"read-only file system, cannot write {what}; make it writable or {remedy}")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return WriteError(path, f"permission denied writing {what}; make it writable or {remedy}")
+    return None

@@ -111,25 +111,63 @@ def code_of(name):
         raise config_error(f"{problem}; add its modules to meshsr.provenance.code.OUTPUT_CODE") from None
 
 
-# Input fingerprints of the cache rules (rules/cache.smk explains the mechanism).
-HASH_MEMO = ".snakemake/meshsr/sha256-memo.json"
+# Input fingerprints and cache keys of the cache rules (rules/cache.smk explains the mechanism).
+import sys
+import time
+
+from meshsr.atomic import free_bytes, size_text
+from meshsr.cache.keys import CURRENT, FOREIGN, cache_key, estimated_cache_bytes, example_identity, file_identity
+from meshsr.cache.keys import foreign_problem, key_status, read_meta
+from meshsr.provenance.digests import WORKFLOW_MEMO
+
+HASH_MEMO = WORKFLOW_MEMO
+KEY_DIR = "results/.cache-keys"
+CACHE_DIR_REMEDY = "set cache_dir elsewhere (--config cache_dir=DIR)"
 
 
-def input_fingerprint(res):
-    """'<path> sha256:<digest>' of one resolution's input; placeholder while not generated yet.
+def input_digest(res):
+    """'sha256:<digest>' of one resolution's input; a placeholder while a generated one does not exist yet.
 
     Snakemake re-evaluates params right before a job runs, so the recorded value is
     always the digest of the file the job read.
     """
     path = mesh_input(res)
-    digest = memoised_sha256(path, HASH_MEMO) if os.path.exists(path) else "not-yet-built"
-    return f"{path} sha256:{digest}"
+    return file_identity(memoised_sha256(path, HASH_MEMO)) if os.path.exists(path) else "not-yet-built"
 
 
 def pair_fingerprint(wildcards):
     # One value with the roles: Snakemake compares params as a set of values, so two
-    # separate params would miss a swap of the source and destination inputs.
-    return f"source {input_fingerprint(wildcards.src)}; destination {input_fingerprint(wildcards.dst)}"
+    # separate params would miss a swap of the source and destination inputs. No paths:
+    # the outputs depend on the inputs' bytes, not on where they are.
+    return f"source {input_digest(wildcards.src)}; destination {input_digest(wildcards.dst)}"
+
+
+def example_params(name):
+    """The params of the example_data job that writes results/example/{name}.npz (rules/example.smk)."""
+    return {
+        "n_nodes": EXAMPLE_NODES[name],
+        "mesh_seed": 1000 + list(EXAMPLE_NODES).index(name),
+        "simulations": EXAMPLE.n_simulations,
+        "frames": EXAMPLE.n_frames,
+        "seed": EXAMPLE.params_seed,
+        "code": code_of("example_data"),
+    }
+
+
+def input_identity(res):
+    """What a cache key knows of one input (meshsr/cache/keys.py): its digest, or how it is generated."""
+    path = mesh_input(res)
+    if is_example(path):
+        return example_identity(example_params(Path(path).stem))
+    return file_identity(memoised_sha256(path, HASH_MEMO))
+
+
+def pair_key(wildcards):
+    return cache_key(input_identity(wildcards.src), input_identity(wildcards.dst), code_of("pair_cache"))
+
+
+def key_marker(src, dst, key):
+    return f"{KEY_DIR}/{src}_{dst}.{key}"
 
 
 def cache_input(res):
@@ -137,9 +175,104 @@ def cache_input(res):
     return path if is_example(path) else ancient(path)
 
 
+def stop_planning(problem):
+    """End the run while Snakemake plans it, with one line on stderr: 'ERROR <problem>'.
+
+    A WorkflowError raised in an input function comes with Snakemake's frame (rule, file,
+    wildcards, traceback); nothing has been locked or written yet, so a plain exit is safe.
+    """
+    print(f"ERROR {problem}", file=sys.stderr, flush=True)
+    raise SystemExit(1)
+
+
+def cache_forced(path):
+    """Whether this run was told to rebuild the cache at ``path``: --force on it, --forcerun pair_cache, --forceall."""
+    dag = workflow.dag_settings
+    if dag.forceall or "pair_cache" in dag.forcerun:
+        return True
+    return dag.forcetargets and any(os.path.abspath(t) == os.path.abspath(path) for t in dag.targets)
+
+
+def set_marker(marker, mtime):
+    """Make ``marker`` the pair's only marker, with modification time ``mtime``."""
+    try:
+        os.makedirs(KEY_DIR, exist_ok=True)
+        pair = Path(marker).name.rsplit(".", 1)[0]
+        for old in Path(KEY_DIR).glob(f"{pair}.*"):
+            if old.name != Path(marker).name:
+                old.unlink()
+        Path(marker).touch()
+        os.utime(marker, (mtime, mtime))
+    except OSError as exc:
+        stop_planning(f"{marker}: cannot write the cache key marker ({exc.strerror}); make {KEY_DIR} writable")
+
+
+PLANNED_BYTES = {}  # cache path -> bytes its (re)build in this run needs
+
+
+def check_cache_dir(path, dst):
+    """The cache at ``path`` is to be (re)built: refuse now, in one line, a cache_dir that cannot take it.
+
+    Snakemake itself would fail later, with tracebacks: a missing output in a read-only
+    directory cannot be "removed" before the job, and a full disk fails the write.
+    """
+    directory = Path(os.path.abspath(CACHE_DIR))
+    existing = next(p for p in (directory, *directory.parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        stop_planning(
+            f"{CACHE_DIR}: cache directory is not writable (read-only file system or no permission) and the "
+            f"pair cache {Path(path).stem} must be built; make it writable or {CACHE_DIR_REMEDY}"
+        )
+    needed = estimated_cache_bytes(mesh_input(dst))
+    if needed is None:
+        return  # a generated input not made yet; the job checks the space again before writing
+    PLANNED_BYTES[path] = max(0, needed - (os.path.getsize(path) if os.path.exists(path) else 0))
+    total, free = sum(PLANNED_BYTES.values()), free_bytes(existing)
+    if free is not None and total > free:
+        pairs = ", ".join(Path(p).stem for p in PLANNED_BYTES)
+        stop_planning(
+            f"{CACHE_DIR}: not enough space for the pair caches to build ({pairs}: about {size_text(total)} "
+            f"needed, {size_text(free)} free); free space or {CACHE_DIR_REMEDY}"
+        )
+
+
+def update_marker(src, dst, key, marker):
+    """Keep the pair's key marker in step with its cache, before Snakemake decides; stop on a foreign cache.
+
+    A cache of the current key (built here or by another working directory, or whose marker
+    was lost) gets a marker older than itself: Snakemake keeps it. A missing cache, a cache
+    of another key or a forced rebuild gets a marker newer than the cache: Snakemake rebuilds
+    it by its mtime rule. A cache that another working directory, still there, wrote at this
+    very path from other inputs stops the run: it is neither used nor rebuilt over.
+    """
+    path = pair_cache(src, dst)
+    if not os.path.exists(path):
+        if not os.path.exists(marker):
+            set_marker(marker, time.time())
+        return check_cache_dir(path, dst)
+    built = os.path.getmtime(path)
+    marked = os.path.getmtime(marker) if os.path.exists(marker) else None
+    meta = read_meta(path)
+    status = key_status(meta, key, path)
+    forced = cache_forced(path)
+    if status == FOREIGN and not forced:
+        stop_planning(f"{path}: {foreign_problem(meta, key, CACHE_DIR, rebuild_command(path, CACHE_DIR))}")
+    if status == CURRENT and not forced:
+        if marked is None or marked > built:
+            set_marker(marker, built - 1)
+        return
+    if marked is None or marked <= built:
+        set_marker(marker, max(time.time(), built + 1))
+    check_cache_dir(path, dst)
+
+
 def cache_inputs(wildcards):
     check_pair(wildcards.src, wildcards.dst)
-    return {"src": cache_input(wildcards.src), "dst": cache_input(wildcards.dst)}
+    key = pair_key(wildcards)
+    marker = key_marker(wildcards.src, wildcards.dst, key)
+    update_marker(wildcards.src, wildcards.dst, key, marker)
+    # The marker is always an input: one that came and went would trip Snakemake's input trigger.
+    return {"src": cache_input(wildcards.src), "dst": cache_input(wildcards.dst), "key": marker}
 
 
 # Training settings (checked at parse time: bad pairs fail before any job) and paths.

@@ -30,8 +30,6 @@ rule evaluate_model:
         frames=metrics_file("{src}", "{dst}", "frames.csv"),
         panel=f"results/metrics/{{src}}_{{dst}}_panel.npz",
     params:
-        rebuild=lambda wc: rebuild_command(pair_cache(wc.src, wc.dst), CACHE_DIR),
-        memo=HASH_MEMO,
         input_digests=lambda wc: "from the pair cache" if USE_CACHE else pair_fingerprint(wc),
         code=code_of("evaluate_model"),
     log:

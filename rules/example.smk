@@ -5,11 +5,12 @@ rule example_data:
     output:
         f"{EXAMPLE_DIR}/{{res}}.npz",
     params:
-        n_nodes=lambda wc: EXAMPLE_NODES[wc.res],
-        mesh_seed=lambda wc: 1000 + list(EXAMPLE_NODES).index(wc.res),
-        simulations=EXAMPLE.n_simulations,
-        frames=EXAMPLE.n_frames,
-        seed=EXAMPLE.params_seed,
+        # One definition (example_params in common.smk): the cache keys identify a generated input by it.
+        n_nodes=lambda wc: example_params(wc.res)["n_nodes"],
+        mesh_seed=lambda wc: example_params(wc.res)["mesh_seed"],
+        simulations=lambda wc: example_params(wc.res)["simulations"],
+        frames=lambda wc: example_params(wc.res)["frames"],
+        seed=lambda wc: example_params(wc.res)["seed"],
         code=code_of("example_data"),
     wildcard_constraints:
         res="|".join(EXAMPLE_NODES) or "(?!)",

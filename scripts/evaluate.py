@@ -2,6 +2,7 @@
 
 from meshsr.evaluate.metrics import evaluate_job
 from meshsr.jobs import job_logging
+from meshsr.provenance.digests import WORKFLOW_MEMO
 
 with job_logging(snakemake.log[0]) as log:  # noqa: F821 (snakemake injects it)
     evaluate_job(
@@ -14,7 +15,6 @@ with job_logging(snakemake.log[0]) as log:  # noqa: F821 (snakemake injects it)
         outputs=dict(snakemake.output.items()),  # noqa: F821
         device=snakemake.resources.device,  # noqa: F821
         threads=snakemake.threads,  # noqa: F821
-        rebuild=snakemake.params.rebuild,  # noqa: F821
-        memo=snakemake.params.memo,  # noqa: F821
+        memo=WORKFLOW_MEMO,
         log=log,
     )

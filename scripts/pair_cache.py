@@ -11,4 +11,5 @@ with job_logging(snakemake.log[0]) as log:  # noqa: F821 (snakemake injects it)
         dst_name=snakemake.wildcards.dst,  # noqa: F821
         out_path=snakemake.output[0],  # noqa: F821
         log=log,
+        key=snakemake.params.key,  # noqa: F821
     )

@@ -2,6 +2,7 @@
 
 from meshsr.jobs import job_logging
 from meshsr.learn.training import train_job
+from meshsr.provenance.digests import WORKFLOW_MEMO
 
 with job_logging(snakemake.log[0]) as log:  # noqa: F821 (snakemake injects it)
     train_job(
@@ -15,7 +16,6 @@ with job_logging(snakemake.log[0]) as log:  # noqa: F821 (snakemake injects it)
         fit=snakemake.params.fit,  # noqa: F821
         device=snakemake.resources.device,  # noqa: F821
         threads=snakemake.threads,  # noqa: F821
-        rebuild=snakemake.params.rebuild,  # noqa: F821
-        memo=snakemake.params.memo,  # noqa: F821
+        memo=WORKFLOW_MEMO,
         log=log,
     )

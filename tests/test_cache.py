@@ -13,7 +13,7 @@ import pytest
 from cache_helpers import change_content, pickled_object_npz, random_bytes, trap_fires, truncate, write_bundle
 
 from meshsr.cache.build import make_pair_cache
-from meshsr.cache.format import CacheError, inspect_pair_cache, read_pair_cache, write_pair_cache
+from meshsr.cache.format import CacheError, data_problem, inspect_pair_cache, read_pair_cache, write_pair_cache
 from meshsr.cache.freshness import StaleCacheError, cache_code_fingerprint, check_fresh, rebuild_command
 from meshsr.learn.pair_data import load_pair_data
 
@@ -76,7 +76,7 @@ def test_unreadable_file_is_corrupt_with_rebuild_command(reader, damage, pair):
         reader(pair["cache"])
     message = str(info.value)
     assert str(pair["cache"]) in message and "corrupt pair cache" in message
-    assert f"--force --config cache_dir={pair['cache'].parent} {pair['cache']}" in message
+    assert f"--force {pair['cache']} --config cache_dir={pair['cache'].parent}" in message
 
 
 @pytest.mark.parametrize("reader", READERS)
@@ -144,6 +144,23 @@ def test_fortran_ordered_fields_are_valid(reader, pair):
     rewrite(pair["cache"], coarse_interp=np.asfortranarray(expected))
     assert reader(pair["cache"]).meta["source"] == "a"
     np.testing.assert_array_equal(read_pair_cache(pair["cache"]).interpolated, expected)
+
+
+def test_the_recorded_data_digest_is_that_of_the_stored_arrays(pair):
+    meta = read_pair_cache(pair["cache"]).meta
+    assert len(meta["data_sha256"]) == 64
+    assert data_problem(pair["cache"], meta) is None
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_arrays_rewritten_with_other_values_pass_the_readers_but_not_the_data_digest(reader, pair):
+    """Same shapes, dtypes and meta, other numbers: the cheap structural checks cannot tell, the digest can."""
+    cache = read_pair_cache(pair["cache"])
+    rewrite(pair["cache"], coarse_interp=cache.interpolated * np.float32(1.01))
+    assert reader(pair["cache"]).meta == cache.meta
+    assert data_problem(pair["cache"], cache.meta).startswith("data digest differs: the arrays are not those")
+    no_digest = {k: v for k, v in cache.meta.items() if k != "data_sha256"}
+    assert data_problem(pair["cache"], no_digest) == "no data digest recorded (meta has no data_sha256)"
 
 
 def test_fresh_cache_passes(pair):
@@ -239,8 +256,11 @@ def test_a_cache_of_another_format_version_is_stale_and_nothing_else_of_it_is_re
 
 def test_rebuild_command():
     assert rebuild_command("results/cache/a_b.npz") == "snakemake --cores 1 --force results/cache/a_b.npz"
-    expected = "snakemake --cores 1 --force --config cache_dir=/big/disk /big/disk/a_b.npz"
+    # The target before --config, which would take it for one more key=value.
+    expected = "snakemake --cores 1 --force /big/disk/a_b.npz --config cache_dir=/big/disk"
     assert rebuild_command("/big/disk/a_b.npz") == expected
+    spaced = "snakemake --cores 1 --force '/my disk/a_b.npz' --config cache_dir='/my disk'"
+    assert rebuild_command("/my disk/a_b.npz") == spaced
 
 
 def test_concurrent_writers_never_leave_a_torn_file(pair, tmp_path):

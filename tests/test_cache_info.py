@@ -105,8 +105,24 @@ def test_caches_of_other_code_or_another_format_version_are_stale_with_the_reaso
     assert rows["c_m"].source_nodes == 36  # well-formed: its numbers are still listed
     assert "stale cache for pair m_f: format_version 0, this meshsr reads 1" in rows["m_f"].detail
     cache_dir = setup["cache_dir"]
-    assert rows["m_f"].detail.endswith(f"--force --config cache_dir={cache_dir} {cache_dir / 'm_f.npz'}")
+    assert rows["m_f"].detail.endswith(f"--force {cache_dir / 'm_f.npz'} --config cache_dir={cache_dir}")
 
+
+def test_verify_finds_arrays_rewritten_with_other_values(setup):
+    path = setup["cache_dir"] / "c_f.npz"
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["fine_features"] = arrays["fine_features"] + np.float32(1)  # same shape, dtype and meta
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+    assert statuses(inventory(setup["cache_dir"], setup["pairs"], memo=setup["memo"])) == dict.fromkeys(
+        ["c_f.npz", "c_m.npz", "m_f.npz"], "valid"
+    )
+    rows = inventory(setup["cache_dir"], setup["pairs"], memo=setup["memo"], verify=True)
+    assert statuses(rows) == {"c_f.npz": "corrupt", "c_m.npz": "valid", "m_f.npz": "valid"}
+    detail = next(r.detail for r in rows if r.pair == "c_f")
+    assert detail.startswith("data digest differs") and "rebuild it with: snakemake --cores 1 --force" in detail
+    assert "c_f.npz: corrupt: data digest differs" in format_table(rows, setup["cache_dir"])
 
 def test_missing_input_makes_its_pairs_stale(setup):
     setup["inputs"]["f"].unlink()

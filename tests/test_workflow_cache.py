@@ -25,13 +25,17 @@ from cache_helpers import (
 )
 from workflow_helpers import Workflow, copy_workflow, job_counts, snakemake_executable
 
+from meshsr.cache.build import CACHE_DIR_TAG
 from meshsr.cache.format import read_pair_cache
 from meshsr.cache.freshness import StaleCacheError, check_fresh
+from meshsr.cache.keys import cache_key, file_identity
 from meshsr.provenance.digests import file_sha256, read_memo
 
 pytestmark = pytest.mark.integration
 
 MEMO = ".snakemake/meshsr/sha256-memo.json"
+INFO = "results/cache_info.tsv"
+KEYS = "results/.cache-keys"
 PAIRS_OF = {
     "coarse": {"coarse_medium", "coarse_fine"},
     "medium": {"coarse_medium", "medium_fine"},
@@ -112,12 +116,14 @@ def test_touch_of_a_50mb_input_plans_nothing_and_the_memo_spares_the_rehash(work
     assert memo[key] == {"stat": signature, "sha256": file_sha256(inputs["fine"])}
 
     # Proof that a planning run takes the digest from the memo instead of rehashing 50 MB:
-    # a doctored memo entry (same stat, other digest) is believed and shows as a params change.
+    # a doctored memo entry (same stat, other digest) is believed and shows as a new cache key.
     memo[key]["sha256"] = "0" * 64
     memo_path.write_text(json.dumps(memo))
     jobs, out = plan(workflow, "all")
     assert jobs.get("pair_cache") == 1
-    assert "Params have changed" in out and "sha256:" + "0" * 64 in out
+    code = meta(caches(workflow)["coarse_fine"])["code"]
+    doctored = cache_key(file_identity(file_sha256(inputs["coarse"])), file_identity("0" * 64), code)
+    assert f"Updated input files: {KEYS}/coarse_fine.{doctored}" in out
     assert snapshot(caches(workflow)["coarse_fine"]) == built
 
 
@@ -132,7 +138,7 @@ def test_content_change_rebuilds_exactly_the_pairs_of_that_resolution(workflow, 
         change_content(inputs[changed])
         jobs, out = plan(workflow, "all")
         assert jobs.get("pair_cache") == 2, changed
-        assert "Params have changed since last execution" in out
+        assert out.count(f"Updated input files: {KEYS}/") == 2  # the new keys' markers
         assert updated_caches(out) == PAIRS_OF[changed], changed  # and what depends on them follows
         if changed != "fine":
             cp_p(original, inputs[changed])  # the original bytes again: up to date again
@@ -159,7 +165,7 @@ def test_cp_p_restore_with_old_mtime_is_stale_and_planned_for_rebuild(workflow, 
 
     # Before any rebuild, readers see the stale caches for what they are.
     workflow.run("cache_info")
-    rows = info_rows(workflow.root / "results/cache/info.tsv")
+    rows = info_rows(workflow.root / INFO)
     expected = {"coarse_medium": "stale", "coarse_fine": "stale", "medium_fine": "valid"}
     assert {p: r["status"] for p, r in rows.items()} == expected
     detail = rows["coarse_fine"]["detail"]
@@ -171,8 +177,11 @@ def test_cp_p_restore_with_old_mtime_is_stale_and_planned_for_rebuild(workflow, 
 
     # ... and Snakemake rebuilds exactly those (the rebuild itself: content-change test).
     jobs, out = plan(workflow, "caches")
-    assert jobs == {"pair_cache": 2, "caches": 1} and "Params have changed" in out
-    assert out.count("sha256:" + file_sha256(inputs["coarse"])) >= 2
+    assert jobs == {"pair_cache": 2, "caches": 1}
+    code = meta(caches(workflow)["coarse_fine"])["code"]
+    for pair, other in (("coarse_medium", "medium"), ("coarse_fine", "fine")):
+        key = cache_key(file_identity(file_sha256(inputs["coarse"])), file_identity(file_sha256(inputs[other])), code)
+        assert f"Updated input files: {KEYS}/{pair}.{key}" in out
 
 
 def test_regenerated_example_rebuilds_its_caches_in_the_same_run(workflow):
@@ -214,7 +223,7 @@ def test_corrupt_caches_are_reported_refused_and_never_executed(workflow, tmp_pa
 
     proc = workflow.run("cache_info")
     assert not marker.exists()
-    rows = info_rows(workflow.root / "results/cache/info.tsv")
+    rows = info_rows(workflow.root / INFO)
     assert {p: r["status"] for p, r in rows.items()} == {p: "corrupt" for p in files}
     for pair in files:
         assert f"{pair}.npz" in proc.stdout and "corrupt" in proc.stdout
@@ -230,22 +239,43 @@ def test_corrupt_caches_are_reported_refused_and_never_executed(workflow, tmp_pa
     check_fresh(read_pair_cache(fixed), fixed, workflow.root / "inputs/coarse.npz", workflow.root / "inputs/fine.npz")
 
 
+def test_verify_finds_a_cache_rewritten_with_other_numbers_that_cache_info_calls_valid(workflow):
+    use_user_inputs(workflow, {"coarse": 6, "fine": 9})
+    workflow.run("caches")
+    path = caches(workflow)["coarse_fine"]
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["coarse_interp"] = arrays["coarse_interp"] * np.float32(0.5)  # same shapes, dtypes and meta
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+
+    proc = workflow.run("cache_info")  # the cheap structural checks: nothing to see
+    assert info_rows(workflow.root / INFO)["coarse_fine"]["status"] == "valid"
+    assert "problems:" not in proc.stdout
+    proc = workflow.run("cache_verify")
+    row = info_rows(workflow.root / INFO)["coarse_fine"]
+    assert row["status"] == "corrupt" and row["detail"].startswith("data digest differs")
+    assert "coarse_fine.npz: corrupt: data digest differs" in proc.stdout
+
 def test_info_on_missing_cache_dir_runs_nothing_else(workflow):
     proc = workflow.run("cache_info")
     assert not (workflow.root / "results/example").exists()
-    rows = info_rows(workflow.root / "results/cache/info.tsv")
+    assert not (workflow.root / "results/cache").exists()  # the table goes to the working directory
+    rows = info_rows(workflow.root / INFO)
     pairs = ("coarse_medium", "coarse_fine", "medium_fine")
     assert {p: r["status"] for p, r in rows.items()} == dict.fromkeys(pairs, "missing")
-    assert "TOTAL" in proc.stdout and "missing" in proc.stdout
-    (workflow.root / "results/cache/info.tsv").unlink()
+    assert "TOTAL" in proc.stdout and "missing" in proc.stdout and f"wrote {INFO}" in proc.stdout
+    (workflow.root / INFO).unlink()
     assert "TOTAL" in workflow.run("cache_info").stdout  # runs every time it is asked for
-    assert (workflow.root / "results/cache/info.tsv").is_file()
+    assert (workflow.root / INFO).is_file()
 
 
 def test_precompute_builds_only_caches_and_clear_removes_only_caches(workflow):
     assert workflow.planned_jobs("caches") == {"example_data": 3, "pair_cache": 3, "caches": 1}
     workflow.run("caches")
-    assert sorted(p.name for p in (workflow.root / "results").iterdir()) == ["benchmarks", "cache", "example", "logs"]
+    assert sorted(p.name for p in (workflow.root / "results").iterdir()) == [
+        ".cache-keys", "benchmarks", "cache", "example", "logs"
+    ]
     examples = sorted((workflow.root / "results/example").glob("*.npz"))
     assert len(caches(workflow)) == 3 and len(examples) == 3
 
@@ -265,7 +295,7 @@ def test_custom_cache_dir_end_to_end(workflow, tmp_path):
     assert not (workflow.root / "results/cache").exists()
     proc = workflow.run("cache_info", *config)
     assert str(elsewhere) in proc.stdout
-    rows = info_rows(elsewhere / "info.tsv")
+    rows = info_rows(workflow.root / INFO)
     assert {r["status"] for r in rows.values()} == {"valid"}
     assert all(r["file"].startswith(str(elsewhere)) for r in rows.values())
     workflow.run(*CLEAR_CACHES, *config)
@@ -292,6 +322,6 @@ def test_two_workdirs_sharing_a_cache_dir_build_the_same_pair_at_once(tmp_path):
     assert [p.returncode for p in procs] == [0, 0], "\n".join(outputs)
     for wf in workdirs:
         assert "wrote" in (wf.root / "results/logs/cache/coarse_fine.log").read_text()  # each built it
-    assert sorted(p.name for p in shared.iterdir()) == ["coarse_fine.npz"]  # no torn or temporary file
+    assert sorted(p.name for p in shared.iterdir()) == [CACHE_DIR_TAG, "coarse_fine.npz"]  # no temporary file
     cache = read_pair_cache(shared / "coarse_fine.npz")
     check_fresh(cache, shared / "coarse_fine.npz", tmp_path / shared_inputs["coarse"], tmp_path / shared_inputs["fine"])

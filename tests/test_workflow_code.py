@@ -57,11 +57,11 @@ def test_library_edits_invalidate_exactly_the_outputs_of_that_code(workflow):
     original = edit(operator, 'METHOD = "p1-', 'METHOD = "p1-edited-')
     jobs, reasons = planned(workflow)
     assert jobs["pair_cache"] == 3 and jobs["train_model"] == 1 and "example_data" not in jobs, jobs
-    assert reasons["pair_cache"] == {"Params have changed since last execution"}
+    assert reasons["pair_cache"] == {"Updated input files"}  # the marker of each cache's new key
 
     # Before any rebuild, every reader sees the caches for what they are.
     workflow.run("cache_info")
-    rows = list(csv.DictReader((workflow.root / "results/cache/info.tsv").open(), delimiter="\t"))[:-1]
+    rows = list(csv.DictReader((workflow.root / "results/cache_info.tsv").open(), delimiter="\t"))[:-1]
     assert {r["pair"]: r["status"] for r in rows} == dict.fromkeys(PAIRS, "stale")
     for row in rows:
         assert "built by other cache code (fingerprint " in row["detail"], row

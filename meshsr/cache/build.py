@@ -1,4 +1,9 @@
-"""Build one pair cache: load both meshes, build the operator, interpolate, describe, write."""
+"""Build one pair cache: load both meshes, build the operator, interpolate, describe, write.
+
+A write the file system refuses (full disk, read-only cache directory) ends the job with
+one line naming the cache, the problem and what to do (:func:`meshsr.atomic.write_error`),
+and nothing is left under the cache's name.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from meshsr.atomic import WriteError, free_bytes, space_problem, write_error
 from meshsr.cache.format import FORMAT_VERSION, PairCache, package_versions, write_pair_cache
 from meshsr.cache.freshness import cache_code_fingerprint
+from meshsr.cache.keys import built_in, cache_key, file_identity
 from meshsr.errors import InputError
 from meshsr.evaluate.norms import relative_l2
 from meshsr.interp.operator import METHOD, InterpolationOperator
@@ -34,11 +41,14 @@ def make_pair_cache(
     src_name: str,
     dst_name: str,
     bundles: tuple[MeshBundle, MeshBundle] | None = None,
+    key: str | None = None,
 ) -> PairCache:
     """Build the pair in memory and describe it in ``meta``.
 
     ``meta["code"]`` is the fingerprint of the code that built it (this module's import
-    closure), which readers compare with the running code.
+    closure), which readers compare with the running code.  ``meta["key"]`` is ``key``, the
+    workflow's cache key (:mod:`meshsr.cache.keys`); without one, the key of the two input
+    files' digests.
 
     ``bundles`` are the two inputs already loaded from ``src_path`` and ``dst_path``
     (a caller that needs the meshes anyway passes them, so nothing is read twice).
@@ -48,16 +58,19 @@ def make_pair_cache(
         operator, interpolated, target_fields = build_pair(src, dst)
     except InputError as exc:
         raise InputError(f"{src_path} / {dst_path}", exc.problem) from None
+    digests = file_sha256(src_path), file_sha256(dst_path)
+    code = cache_code_fingerprint()
     meta = {
         "format_version": FORMAT_VERSION,
         "source": src_name,
         "target": dst_name,
         "source_path": str(src_path),
         "target_path": str(dst_path),
-        "source_sha256": file_sha256(src_path),
-        "target_sha256": file_sha256(dst_path),
+        "source_sha256": digests[0],
+        "target_sha256": digests[1],
         "method": METHOD,
-        "code": cache_code_fingerprint(),
+        "code": code,
+        "key": key or cache_key(file_identity(digests[0]), file_identity(digests[1]), code),
         "n_source": src.n_nodes,
         "n_target": dst.n_nodes,
         "n_extrapolated": int(operator.extrapolated.sum()),
@@ -71,20 +84,68 @@ def make_pair_cache(
     return PairCache(interpolated=interpolated, target_fields=target_fields, operator=operator, meta=meta)
 
 
+# An empty file that keeps the cache directory from being empty: Snakemake removes the empty
+# directory of a failed job's missing output and its empty parents (os.removedirs), which
+# would delete a user's directory, or crash on a mount point.  An empty file needs no data
+# block, so it can be created on a full disk.
+CACHE_DIR_TAG = ".meshsr-cache-dir"
+REMEDY = "set cache_dir elsewhere (--config cache_dir=DIR)"
+
+
+def _cache_bytes(cache: PairCache) -> int:
+    arrays = (cache.interpolated, cache.target_fields, *cache.operator.arrays().values())
+    return sum(int(a.nbytes) for a in arrays) + 65536  # npy headers, meta and zip entries
+
+
+def _tag_cache_dir(out_path: Path) -> None:
+    tag = out_path.parent / CACHE_DIR_TAG
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        if not tag.exists():
+            tag.touch()
+    except OSError as exc:
+        error = write_error(exc, out_path.parent, "in the cache directory", REMEDY)
+        if error is None:
+            raise
+        raise error from None
+
+
 def build_and_write(
-    src_path: str | Path, dst_path: str | Path, src_name: str, dst_name: str, out_path: str | Path, log: logging.Logger
+    src_path: str | Path,
+    dst_path: str | Path,
+    src_name: str,
+    dst_name: str,
+    out_path: str | Path,
+    log: logging.Logger,
+    key: str | None = None,
 ) -> PairCache:
-    """Build one pair cache, log its numbers (sizes, extrapolation, interpolation error), write it."""
+    """Build one pair cache, log its numbers (sizes, extrapolation, interpolation error), write it.
+
+    The cache directory is tagged first (:data:`CACHE_DIR_TAG`, which also finds a
+    read-only one before any work), and the free space is checked before writing.
+    """
     start = time.perf_counter()
-    cache = make_pair_cache(src_path, dst_path, src_name, dst_name)
+    out_path = Path(out_path)
+    _tag_cache_dir(out_path)
+    cache = make_pair_cache(src_path, dst_path, src_name, dst_name, key=key)
+    cache.meta["built_in"] = built_in(out_path)
     m = cache.meta
     sizes = (m["n_source"], m["n_target"], m["n_simulations"], m["n_frames"], m["n_fields"])
     log.info("pair %s -> %s: %d -> %d nodes, S=%d T=%d F=%d", src_name, dst_name, *sizes)
     log.info("extrapolated target nodes (outside every source cell): %d", m["n_extrapolated"])
-    log.info("cache code fingerprint: %s", m["code"])
+    log.info("cache code fingerprint: %s, cache key: %s", m["code"], m["key"])
     errors = relative_l2(cache.interpolated, cache.target_fields, axis=(0, 1, 2))
     for name, err in zip(m["field_names"], errors, strict=True):
         log.info("relative L2 of interpolated %s vs %s, field %s: %.2f %%", src_name, dst_name, name, 100 * err)
-    write_pair_cache(out_path, cache)
+    needed, free = _cache_bytes(cache), free_bytes(out_path.parent)
+    if free is not None and needed > free:
+        raise WriteError(out_path, space_problem("the pair cache", needed, free, REMEDY))
+    try:
+        write_pair_cache(out_path, cache)
+    except OSError as exc:
+        error = write_error(exc, out_path, "the pair cache", REMEDY, needed)
+        if error is None:
+            raise
+        raise error from None
     log.info("wrote %s in %.2f s", out_path, time.perf_counter() - start)
     return cache

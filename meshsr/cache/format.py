@@ -17,6 +17,7 @@ and to the running cache code is :mod:`meshsr.cache.freshness`'s question.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import struct
@@ -72,15 +73,41 @@ def package_versions() -> dict[str, str]:
     return {"meshsr": __version__, "numpy": np.__version__, "scipy": scipy.__version__, "python": python}
 
 
+class _Sha256Sink:
+    """A write-only file object that hashes what numpy writes to it."""
+
+    def __init__(self, digest: Any) -> None:
+        self.digest = digest
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return len(data)
+
+
+def data_digest(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over the members every array but ``meta`` becomes in the ``.npz`` (name, ``.npy`` header and data).
+
+    numpy writes each member with :func:`numpy.lib.format.write_array`; writing the same
+    arrays to a hashing sink gives the digest of exactly the bytes stored, so checking
+    it (:func:`data_problem`) only needs to stream the members.
+    """
+    digest = hashlib.sha256()
+    for key in ARRAY_KEYS:
+        if key != "meta":
+            digest.update(f"{key}.npy\n".encode())
+            np.lib.format.write_array(_Sha256Sink(digest), np.asanyarray(arrays[key]), allow_pickle=False)
+    return digest.hexdigest()
+
+
 def write_pair_cache(path: str | Path, cache: PairCache) -> None:
-    """Write ``cache`` atomically to ``path`` in the contract-3 layout."""
-    atomic_savez(
-        path,
-        coarse_interp=np.ascontiguousarray(cache.interpolated, dtype=np.float32),
-        fine_features=np.ascontiguousarray(cache.target_fields, dtype=np.float32),
+    """Write ``cache`` atomically to ``path`` in the contract-3 layout; ``meta`` gets its ``data_sha256``."""
+    arrays = {
+        "coarse_interp": np.ascontiguousarray(cache.interpolated, dtype=np.float32),
+        "fine_features": np.ascontiguousarray(cache.target_fields, dtype=np.float32),
         **cache.operator.arrays(),
-        meta=np.array(json.dumps(cache.meta, sort_keys=True)),
-    )
+    }
+    cache.meta["data_sha256"] = data_digest(arrays)
+    atomic_savez(path, **arrays, meta=np.array(json.dumps(cache.meta, sort_keys=True)))
 
 
 def _check(cond: bool, path: Path, problem: str) -> None:
@@ -249,3 +276,30 @@ def _inspect_pair_cache(path: Path) -> CacheSummary:
     return CacheSummary(meta=meta, shape=(s, t, n, f), operator_shape=op_shape, n_extrapolated=n_extrapolated)
 
 
+def data_problem(path: str | Path, meta: dict[str, Any]) -> str | None:
+    """Why the arrays of a well-formed cache are not the ones written at build time; None when they are.
+
+    Streams every member but ``meta`` (bounded memory); costs one read of the whole file,
+    so only ``snakemake cache_verify`` does it, never the readers.
+    """
+    recorded = meta.get("data_sha256")
+    if not isinstance(recorded, str):
+        return "no data digest recorded (meta has no data_sha256)"
+    digest = hashlib.sha256()
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for key in ARRAY_KEYS:
+                if key != "meta":
+                    digest.update(f"{key}.npy\n".encode())
+                    with zf.open(f"{key}.npy") as fh:
+                        while chunk := fh.read(STREAM_CHUNK):
+                            digest.update(chunk)
+    except _READ_ERRORS as exc:
+        return f"cannot read the arrays ({exc})"
+    actual = digest.hexdigest()
+    if actual != recorded:
+        return (
+            f"data digest differs: the arrays are not those written at build time "
+            f"(sha256 {actual[:12]}, recorded {recorded[:12]})"
+        )
+    return None

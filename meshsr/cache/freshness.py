@@ -13,6 +13,7 @@ of another ``format_version`` is refused the same way by the readers in
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,13 +36,14 @@ def rebuild_command(path: str | Path, cache_dir: str | Path | None = None) -> st
     """The command that rebuilds the cache at ``path``, whatever Snakemake's records say.
 
     ``--force`` reruns the job even when Snakemake has no reason to (a cache written by
-    another working directory sharing the cache dir, or records lost with ``.snakemake``).
+    another working directory sharing the cache dir).  The target comes before ``--config``,
+    which takes every ``key=value`` word after it; paths are quoted for the shell.
     """
     path = Path(path)
     cache_dir = Path(cache_dir) if cache_dir is not None else path.parent
     is_default = os.path.normpath(cache_dir) == os.path.normpath(DEFAULT_CACHE_DIR)
-    config = "" if is_default else f" --config cache_dir={cache_dir}"
-    return f"snakemake --cores 1 --force{config} {path}"
+    config = "" if is_default else f" --config cache_dir={shlex.quote(str(cache_dir))}"
+    return f"snakemake --cores 1 --force {shlex.quote(str(path))}{config}"
 
 
 def cache_code_fingerprint() -> str:

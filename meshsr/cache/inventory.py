@@ -5,11 +5,13 @@ Statuses:
 * ``valid``    readable, well-formed, and its recorded input digests match the inputs
 * ``stale``    well-formed but built from other inputs, by other cache code or another
   format version (or for a pair no longer configured)
-* ``corrupt``  not a valid pair cache (truncated, random bytes, object arrays, bad layout)
+* ``corrupt``  not a valid pair cache (truncated, random bytes, object arrays, bad layout),
+  or, when verifying, arrays other than those written at build time (data digest)
 * ``partial``  a ``.tmp-*`` file: a write in progress, or left by an interrupted one
 * ``missing``  a configured pair without a cache file (``snakemake caches`` builds it)
 
-Files are only ever read with ``allow_pickle=False``; nothing in them executes.
+Files are only ever read with ``allow_pickle=False``; nothing in them executes.  Nothing
+is written to the cache directory, which may be read-only or missing.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from datetime import datetime
 from pathlib import Path
 
 from meshsr.atomic import atomic_open
-from meshsr.cache.format import CacheError, inspect_pair_cache
-from meshsr.cache.freshness import StaleCacheError, check_fresh, rebuild_command
+from meshsr.cache.format import CacheError, data_problem, inspect_pair_cache
+from meshsr.cache.freshness import StaleCacheError, check_fresh, code_problem, rebuild_command
 
 PAIR_FILE = re.compile(r"^([A-Za-z0-9-]+)_([A-Za-z0-9-]+)\.npz$")
 TEMP_FILE = re.compile(r"^\.tmp-([A-Za-z0-9-]+_[A-Za-z0-9-]+)\.npz-")
@@ -48,7 +50,9 @@ class CacheRow:
 COLUMNS = tuple(f.name for f in fields(CacheRow))
 
 
-def _row_for_file(path: Path, pairs: dict[str, tuple[str, str]], cache_dir: Path, memo: Path | None) -> CacheRow:
+def _row_for_file(
+    path: Path, pairs: dict[str, tuple[str, str]], cache_dir: Path, memo: Path | None, verify: bool
+) -> CacheRow:
     st = path.stat()
     match = PAIR_FILE.match(path.name)
     pair = f"{match[1]}_{match[2]}" if match else ""
@@ -77,6 +81,11 @@ def _row_for_file(path: Path, pairs: dict[str, tuple[str, str]], cache_dir: Path
     row.destination_nodes, row.source_nodes = summary.operator_shape
     row.simulations, row.timesteps = summary.shape[0], summary.shape[1]
     row.extrapolated_nodes = summary.n_extrapolated
+    # A cache of other code may predate data digests: it is stale (below) either way.
+    problem = data_problem(path, meta) if verify and code_problem(meta) is None else None
+    if problem is not None:
+        row.status, row.detail = "corrupt", f"{problem}; rebuild it with: {rebuild_command(path, cache_dir)}"
+        return row
     if pair not in pairs:
         row.status, row.detail = "stale", "not the cache of a pair in config 'meshes'; nothing reads it"
         return row
@@ -94,17 +103,18 @@ def _row_for_file(path: Path, pairs: dict[str, tuple[str, str]], cache_dir: Path
 
 
 def inventory(
-    cache_dir: str | Path, pairs: dict[str, tuple[str, str]], memo: str | Path | None = None
+    cache_dir: str | Path, pairs: dict[str, tuple[str, str]], memo: str | Path | None = None, verify: bool = False
 ) -> list[CacheRow]:
     """One row per ``*.npz`` / ``.tmp-*`` file in ``cache_dir`` plus one per configured pair without a file.
 
     ``pairs`` maps ``"{src}_{dst}"`` to the (source, destination) input paths of the
-    current configuration; ``memo`` is the workflow's digest memo.
+    current configuration; ``memo`` is the workflow's digest memo.  ``verify`` also reads
+    every cache's arrays in full and checks them against the digest recorded at build time.
     """
     cache_dir = Path(cache_dir)
     memo = Path(memo) if memo is not None else None
     files = sorted(p for p in cache_dir.glob("*") if p.is_file() and p.suffix == ".npz")
-    rows = [_row_for_file(p, pairs, cache_dir, memo) for p in files]
+    rows = [_row_for_file(p, pairs, cache_dir, memo, verify) for p in files]
     present = {p.name for p in files}
     for pair in pairs:
         if f"{pair}.npz" not in present:

@@ -24,6 +24,8 @@ from meshsr.atomic import atomic_open
 
 CHUNK = 1 << 20
 RACY_WINDOW_S = 2.0
+# The workflow's memo, relative to its working directory (where Snakemake runs every job).
+WORKFLOW_MEMO = ".snakemake/meshsr/sha256-memo.json"
 
 
 def file_sha256(path: str | Path) -> str:
