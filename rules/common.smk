@@ -187,7 +187,9 @@ def stop_planning(problem):
 
 def cache_forced(path):
     """Whether this run was told to rebuild the cache at ``path``: --force on it, --forcerun pair_cache, --forceall."""
-    dag = workflow.dag_settings
+    dag = getattr(workflow, "dag_settings", None)
+    if dag is None:
+        return False
     if dag.forceall or "pair_cache" in dag.forcerun:
         return True
     return dag.forcetargets and any(os.path.abspath(t) == os.path.abspath(path) for t in dag.targets)
