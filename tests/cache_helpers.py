@@ -124,3 +124,14 @@ def trap_fires(tmp: Path) -> bool:
     marker = tmp / "trap-check"
     pickle.loads(pickle.dumps(_Trap(str(marker))))
     return marker.exists()
+
+
+def rewrite_npz(path: Path, **changes) -> None:
+    """Rewrite an npz with some arrays replaced (None: removed); keeps it a plain npz."""
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays.update(changes)
+    for key in [k for k, v in changes.items() if v is None]:
+        del arrays[key]
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)

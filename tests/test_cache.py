@@ -10,7 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cache_helpers import change_content, pickled_object_npz, random_bytes, trap_fires, truncate, write_bundle
+from cache_helpers import (
+    change_content,
+    pickled_object_npz,
+    random_bytes,
+    rewrite_npz,
+    trap_fires,
+    truncate,
+    write_bundle,
+)
 
 from meshsr.cache.build import make_pair_cache
 from meshsr.cache.format import CacheError, data_problem, inspect_pair_cache, read_pair_cache, write_pair_cache
@@ -34,17 +42,6 @@ def pair(tmp_path) -> dict[str, Path]:
     cache = tmp_path / "cache" / "a_b.npz"
     write_pair_cache(cache, make_pair_cache(src, dst, "a", "b"))
     return {"src": src, "dst": dst, "cache": cache}
-
-
-def rewrite(path: Path, **changes) -> None:
-    """Rewrite a cache with some arrays replaced (keeps it a plain npz)."""
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
-    arrays.update(changes)
-    for key in [k for k, v in changes.items() if v is None]:
-        del arrays[key]
-    with open(path, "wb") as fh:
-        np.savez(fh, **arrays)
 
 
 def test_round_trip_and_inspect_agree(pair):
@@ -118,7 +115,7 @@ def test_flipped_data_byte_fails_the_crc(reader, pair):
     ids=["missing-key", "float64", "shape", "nan", "index", "op-shape", "meta-json", "meta-no-version", "extrapolated"],
 )
 def test_malformed_layout_is_corrupt(reader, change, problem, pair):
-    rewrite(pair["cache"], **change)
+    rewrite_npz(pair["cache"], **change)
     with pytest.raises(CacheError, match=problem):
         reader(pair["cache"])
 
@@ -141,7 +138,7 @@ def test_header_disagreeing_with_member_size_is_refused(reader, pair):
 @pytest.mark.parametrize("reader", READERS)
 def test_fortran_ordered_fields_are_valid(reader, pair):
     expected = read_pair_cache(pair["cache"]).interpolated
-    rewrite(pair["cache"], coarse_interp=np.asfortranarray(expected))
+    rewrite_npz(pair["cache"], coarse_interp=np.asfortranarray(expected))
     assert reader(pair["cache"]).meta["source"] == "a"
     np.testing.assert_array_equal(read_pair_cache(pair["cache"]).interpolated, expected)
 
@@ -156,7 +153,7 @@ def test_the_recorded_data_digest_is_that_of_the_stored_arrays(pair):
 def test_arrays_rewritten_with_other_values_pass_the_readers_but_not_the_data_digest(reader, pair):
     """Same shapes, dtypes and meta, other numbers: the cheap structural checks cannot tell, the digest can."""
     cache = read_pair_cache(pair["cache"])
-    rewrite(pair["cache"], coarse_interp=cache.interpolated * np.float32(1.01))
+    rewrite_npz(pair["cache"], coarse_interp=cache.interpolated * np.float32(1.01))
     assert reader(pair["cache"]).meta == cache.meta
     assert data_problem(pair["cache"], cache.meta).startswith("data digest differs: the arrays are not those")
     no_digest = {k: v for k, v in cache.meta.items() if k != "data_sha256"}
@@ -206,7 +203,7 @@ def rewrite_meta(path: Path, **changes) -> None:
     with np.load(path, allow_pickle=False) as data:
         meta = json.loads(str(data["meta"]))
     meta.update(changes)
-    rewrite(path, meta=np.array(json.dumps({k: v for k, v in meta.items() if v is not None})))
+    rewrite_npz(path, meta=np.array(json.dumps({k: v for k, v in meta.items() if v is not None})))
 
 
 def test_a_cache_records_the_fingerprint_of_the_code_that_built_it(pair):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from cache_helpers import pickled_object_npz, trap_fires
+from cache_helpers import pickled_object_npz, rewrite_npz, trap_fires
 from scipy.interpolate import LinearNDInterpolator
 from scipy.spatial import Delaunay
 
@@ -169,16 +169,6 @@ def saved(tmp_path):
     path = tmp_path / "ops" / "coarse_fine.npz"
     op.save(path)
     return op, path
-
-
-def rewrite_npz(path, **changes):
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
-    arrays.update(changes)
-    for key in [k for k, v in changes.items() if v is None]:
-        del arrays[key]
-    with open(path, "wb") as fh:
-        np.savez(fh, **arrays)
 
 
 def test_save_load_round_trip_applies_the_same_weights(saved):

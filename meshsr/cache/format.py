@@ -194,6 +194,14 @@ def _meta_text(meta: np.ndarray, path: Path) -> str:
     return str(meta)
 
 
+def _with_hint(reader, path: Path):
+    """``reader(path)``, its :class:`CacheError` extended by the command that rebuilds the cache."""
+    try:
+        return reader(path)
+    except CacheError as exc:
+        raise _with_rebuild_hint(exc, path) from None
+
+
 def read_pair_cache(path: str | Path) -> PairCache:
     """Read and validate a pair cache; raise :class:`CacheError` for anything malformed.
 
@@ -202,10 +210,7 @@ def read_pair_cache(path: str | Path) -> PairCache:
     problem and the command that rebuilds it.  A cache of another format version raises
     :class:`~meshsr.cache.freshness.StaleCacheError` (same message shape) instead.
     """
-    try:
-        return _read_pair_cache(Path(path))
-    except CacheError as exc:
-        raise _with_rebuild_hint(exc, Path(path)) from None
+    return _with_hint(_read_pair_cache, Path(path))
 
 
 def _read_pair_cache(path: Path) -> PairCache:
@@ -245,10 +250,7 @@ def inspect_pair_cache(path: str | Path) -> CacheSummary:
     The field arrays are streamed (finiteness, zip CRC) instead of loaded, so listing a
     cache directory of multi-GB files stays cheap in memory.
     """
-    try:
-        return _inspect_pair_cache(Path(path))
-    except CacheError as exc:
-        raise _with_rebuild_hint(exc, Path(path)) from None
+    return _with_hint(_inspect_pair_cache, Path(path))
 
 
 def _inspect_pair_cache(path: Path) -> CacheSummary:
