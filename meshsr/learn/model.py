@@ -98,8 +98,8 @@ class MeshGNN(nn.Module):
         for block in self.blocks:
             width = h.shape[-1]
             flat = h.permute(1, 0, 2).reshape(n, b * width)
-            # in the graph's fp32 under mixed precision too: sparse products have no half kernels
-            agg = torch.sparse.mm(graph, flat.to(graph.dtype)).reshape(n, b, width).permute(1, 0, 2)
+            with torch.autocast(x.device.type, enabled=False):  # fp32 under mixed precision: no half sparse kernels
+                agg = torch.sparse.mm(graph, flat.to(graph.dtype)).reshape(n, b, width).permute(1, 0, 2)
             h = h + block(torch.cat([h, agg], dim=-1))
         return self.decoder(h)
 
