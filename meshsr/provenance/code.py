@@ -33,6 +33,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib.util
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -173,11 +174,32 @@ def code_closure(roots: Iterable[str]) -> list[str]:
     return sorted(_closure(list(roots), _search_locations()))
 
 
+def _tree_digest(locations: list[Path]) -> str:
+    """sha256 over the names and bytes of every ``.py`` file of the package: changes with any edit, add or removal."""
+    digest = hashlib.sha256()
+    for root in locations:
+        for folder, dirs, files in os.walk(root):
+            dirs.sort()
+            for name in sorted(f for f in files if f.endswith(".py")):
+                path = os.path.join(folder, name)
+                with open(path, "rb") as fh:
+                    digest.update(f"{path}\n".encode() + fh.read())
+    return digest.hexdigest()
+
+
+# (roots, package tree digest) -> F(roots): the parse asks for a handful of roots once per job
+_FINGERPRINTS: dict[tuple[tuple[str, ...], str], str] = {}
+
+
 def code_fingerprint(roots: Iterable[str]) -> str:
     """Hex sha256 F(roots) of the library code that ``roots`` run (module docstring)."""
-    digests = _closure(list(roots), _search_locations())
-    text = "".join(f"{name}\n{digests[name]}\n" for name in sorted(digests))
-    return hashlib.sha256(text.encode()).hexdigest()
+    roots, locations = tuple(roots), _search_locations()
+    key = (roots, _tree_digest(locations))
+    if key not in _FINGERPRINTS:
+        digests = _closure(list(roots), locations)
+        text = "".join(f"{name}\n{digests[name]}\n" for name in sorted(digests))
+        _FINGERPRINTS[key] = hashlib.sha256(text.encode()).hexdigest()
+    return _FINGERPRINTS[key]
 
 
 def output_fingerprint(rule: str) -> str:
