@@ -39,6 +39,7 @@ class FitSettings:
     test_simulations: tuple[int, ...] = (-1,)
     validation_simulations: tuple[int, ...] | None = None  # None: automatic (meshsr.learn.splits)
     use_coordinates: bool = True
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (mixed precision, meshsr.learn.precision): changes the numbers
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> FitSettings:
@@ -65,7 +66,8 @@ class RunSettings:
     """Where a train or evaluate job runs; the same seed gives the same model on the same device and threads."""
 
     device: str = "auto"  # auto: CUDA when available | cpu | cuda
-    threads: int = 2
+    threads: int = 2  # in all: each of the `processes` gets threads // processes (at least 1)
+    processes: int = 1  # DDP ranks under torchrun (meshsr.learn.distributed): the same model up to rounding
 
 
 @dataclass(frozen=True)
