@@ -61,8 +61,10 @@ def main() -> None:
     args = parser.parse_args()
     binary = snakemake()
     check_up_to_date(binary, args.workdir, ["all"])
-    print(f"snakemake {subprocess.run([binary, '--version'], capture_output=True, text=True).stdout.strip()}, "
-          f"{os.cpu_count()} cpus, load average before {os.getloadavg()}")
+    print(
+        f"snakemake {subprocess.run([binary, '--version'], capture_output=True, text=True).stdout.strip()}, "
+        f"{os.cpu_count()} cpus, load average before {os.getloadavg()}"
+    )
     results: dict[str, list[tuple[float, float, float]]] = {"meshsr all": [], "one rule": []}
     with tempfile.TemporaryDirectory(prefix="meshsr-noop-") as tmp:
         one = Path(tmp)
@@ -75,7 +77,8 @@ def main() -> None:
     for name, runs in results.items():
         wall, cpu, rss = (statistics.median(r[i] for r in runs) for i in range(3))
         print(f"{name:>10}: median {wall:.3f} s wall, {cpu:.3f} s cpu, peak RSS {rss:.0f} MiB ({args.runs} runs)")
-    ratio = statistics.median(r[0] for r in results["meshsr all"]) / statistics.median(r[0] for r in results["one rule"])
+    ours, one_rule = (statistics.median(r[0] for r in results[k]) for k in ("meshsr all", "one rule"))
+    ratio = ours / one_rule
     print(f"ratio meshsr / one rule: {ratio:.2f}x (goal <= 1.6x); load average after {os.getloadavg()}")
 
 
