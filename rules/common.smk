@@ -150,6 +150,7 @@ def example_params(name):
         "simulations": EXAMPLE.n_simulations,
         "frames": EXAMPLE.n_frames,
         "seed": EXAMPLE.params_seed,
+        "dim": EXAMPLE.dim,
         "code": code_of("example_data"),
     }
 

@@ -11,6 +11,7 @@ rule example_data:
         simulations=lambda wc: example_params(wc.res)["simulations"],
         frames=lambda wc: example_params(wc.res)["frames"],
         seed=lambda wc: example_params(wc.res)["seed"],
+        dim=lambda wc: example_params(wc.res)["dim"],
         code=code_of("example_data"),
     wildcard_constraints:
         res="|".join(EXAMPLE_NODES) or "(?!)",

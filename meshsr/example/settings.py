@@ -6,7 +6,19 @@ from dataclasses import dataclass
 from typing import Any
 
 # config key under ``example:`` -> field ('nodes', one count per resolution, is the rules' business)
-CONFIG_KEYS = {"simulations": "n_simulations", "frames": "n_frames", "seed": "params_seed"}
+CONFIG_KEYS = {"simulations": "n_simulations", "frames": "n_frames", "seed": "params_seed", "dim": "dim"}
+
+# The 3D problem (meshsr/example/cube.py) on its coarser meshes: wider sources, more diffusion,
+# a stronger swirl and a shorter run; ``example.dim: 3`` takes these instead of the 2D defaults.
+DIM_DEFAULTS: dict[int, dict[str, Any]] = {
+    3: {
+        "t_end": 1.5,
+        "diffusivities": (2e-3, 1e-2),
+        "source_width": 0.1,
+        "source_strength": (4.0, 10.0),
+        "circulation": (-2.0, 2.0),
+    }
+}
 
 
 @dataclass(frozen=True)
@@ -14,6 +26,7 @@ class ExampleSettings:
     """Parameters of the example data set; ``(lo, hi)`` pairs are uniform sampling ranges."""
 
     n_simulations: int = 6
+    dim: int = 2  # 2: channel with a hole (mesh.py), 3: helical flow through the unit cube (cube.py)
     n_frames: int = 48
     t_end: float = 3.0
     params_seed: int = 0
@@ -29,6 +42,8 @@ class ExampleSettings:
     circulation: tuple[float, float] = (-0.6, 0.6)  # |Gamma| < 4 pi U R: stagnation points stay on the cylinder
 
     def __post_init__(self) -> None:
+        if self.dim not in (2, 3):
+            raise ValueError(f"dim must be 2 or 3, got {self.dim}")
         if min(self.n_simulations, self.n_frames, self.steps_per_frame, self.n_sources) < 1:
             raise ValueError("n_simulations, n_frames, steps_per_frame and n_sources must be >= 1")
         if self.t_end <= 0:
@@ -44,6 +59,10 @@ class ExampleSettings:
 
     @classmethod
     def from_config(cls, section: dict[str, Any] | None) -> ExampleSettings:
-        """From the config's ``example:`` mapping (checked by the schema); missing keys take the defaults."""
+        """From the config's ``example:`` mapping (checked by the schema); missing keys take the defaults.
+
+        The physical defaults are those of the dimension (:data:`DIM_DEFAULTS`).
+        """
         section = section or {}
-        return cls(**{name: section[key] for key, name in CONFIG_KEYS.items() if key in section})
+        chosen = {name: section[key] for key, name in CONFIG_KEYS.items() if key in section}
+        return cls(**{**DIM_DEFAULTS.get(chosen.get("dim", 2), {}), **chosen})

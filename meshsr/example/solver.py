@@ -24,6 +24,10 @@ source is a sum of pulsing Gaussians,
 
 Physical parameters and output times depend only on :class:`ExampleSettings`, never on
 the mesh, so bundles generated at different resolutions describe the same simulations.
+
+With ``settings.dim == 3`` the same equation, boundary conditions and scheme run on
+tetrahedra of the unit cube with the helical flow of :mod:`meshsr.example.cube`
+(Gaussians in 3D, P1 on tetrahedra).
 """
 
 from __future__ import annotations
@@ -33,8 +37,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.sparse import csc_matrix
 from scipy.sparse.linalg import splu
-from skfem import Basis, BilinearForm, ElementTriP1, LinearForm, MeshTri, asm
+from skfem import Basis, BilinearForm, ElementTetP1, ElementTriP1, LinearForm, MeshTet, MeshTri, asm
 
+from meshsr.example import cube
 from meshsr.example.mesh import HEIGHT, HOLE_CENTRE, HOLE_RADIUS, make_mesh
 from meshsr.example.settings import ExampleSettings
 from meshsr.mesh.bundle import MeshBundle
@@ -44,7 +49,7 @@ from meshsr.mesh.bundle import MeshBundle
 class _SimParams:
     speed: float
     circulation: float
-    centres: np.ndarray  # (K, 2)
+    centres: np.ndarray  # (K, D)
     strengths: np.ndarray  # (K,)
     frequencies: np.ndarray  # (K,)
     phases: np.ndarray  # (K,)
@@ -56,13 +61,10 @@ def _draw_parameters(settings: ExampleSettings) -> list[_SimParams]:
     k, sigma = settings.n_sources, settings.source_width
     sims = []
     for _ in range(settings.n_simulations):
-        centres = np.empty((k, 2))
-        for i in range(k):  # upstream of, beside or just behind the cylinder, clear of it
-            while True:
-                c = rng.uniform((0.15, 0.15), (1.3, HEIGHT - 0.15))
-                if np.hypot(c[0] - HOLE_CENTRE[0], c[1] - HOLE_CENTRE[1]) > HOLE_RADIUS + 2.5 * sigma:
-                    break
-            centres[i] = c
+        if settings.dim == 3:
+            centres = cube.draw_centres(rng, k)
+        else:
+            centres = _draw_centres_2d(rng, k, sigma)
         sims.append(
             _SimParams(
                 speed=float(rng.uniform(*settings.flow_speed)),
@@ -74,6 +76,17 @@ def _draw_parameters(settings: ExampleSettings) -> list[_SimParams]:
             )
         )
     return sims
+
+
+def _draw_centres_2d(rng: np.random.Generator, k: int, sigma: float) -> np.ndarray:
+    centres = np.empty((k, 2))
+    for i in range(k):  # upstream of, beside or just behind the cylinder, clear of it
+        while True:
+            c = rng.uniform((0.15, 0.15), (1.3, HEIGHT - 0.15))
+            if np.hypot(c[0] - HOLE_CENTRE[0], c[1] - HOLE_CENTRE[1]) > HOLE_RADIUS + 2.5 * sigma:
+                break
+        centres[i] = c
+    return centres
 
 
 def _velocity(x: np.ndarray, y: np.ndarray, speed: float, circulation: float) -> tuple[np.ndarray, np.ndarray]:
@@ -91,22 +104,42 @@ def _pulse(sim: _SimParams, t: float) -> np.ndarray:
     return sim.strengths * 0.5 * (1.0 + np.sin(2.0 * np.pi * sim.frequencies * t + sim.phases))
 
 
+def _flow(coords: np.ndarray, sim: _SimParams) -> tuple[np.ndarray, ...]:
+    """The velocity components at ``coords`` (D, ...): the cylinder flow in 2D, the helical flow in 3D."""
+    if len(coords) == 3:
+        return cube.velocity(*coords, sim.speed, sim.circulation)
+    return _velocity(*coords, sim.speed, sim.circulation)
+
+
+def _sum(terms):
+    """Left-to-right sum without a leading zero (2D sums stay bit-identical to the written-out form)."""
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total
+
+
+def _along_b(w, grad) -> np.ndarray:
+    r""":math:`b \cdot \nabla`, with the components ``w.b0, w.b1[, w.b2]``."""
+    return _sum([w[f"b{i}"] * grad[i] for i in range(len(grad))])
+
+
 @BilinearForm
 def _supg_mass(u, v, w):
-    bv = w.bx * v.grad[0] + w.by * v.grad[1]
+    bv = _along_b(w, v.grad)
     return u * (v + w.tau * bv)
 
 
 @BilinearForm
 def _supg_transport(u, v, w):
-    bu = w.bx * u.grad[0] + w.by * u.grad[1]
-    bv = w.bx * v.grad[0] + w.by * v.grad[1]
-    return bu * (v + w.tau * bv) + w.kappa * (u.grad[0] * v.grad[0] + u.grad[1] * v.grad[1])
+    bu = _along_b(w, u.grad)
+    bv = _along_b(w, v.grad)
+    return bu * (v + w.tau * bv) + w.kappa * _sum([u.grad[i] * v.grad[i] for i in range(len(u.grad))])
 
 
 @LinearForm
 def _supg_load(v, w):
-    bv = w.bx * v.grad[0] + w.by * v.grad[1]
+    bv = _along_b(w, v.grad)
     return w.g * (v + w.tau * bv)
 
 
@@ -121,15 +154,17 @@ def _operators(
     :math:`M_t = (u, w)`, :math:`A = (b \cdot \nabla u, w) + \kappa (\nabla u, \nabla v)`
     and :math:`L_k = (g_k, w)`.
     """
-    x, y = np.asarray(basis.global_coordinates())
+    coords = np.asarray(basis.global_coordinates())
     h = np.asarray(basis.mesh_parameters())
-    bx, by = _velocity(x, y, sim.speed, sim.circulation)
-    tau = 1.0 / np.sqrt((2.0 * np.hypot(bx, by) / h) ** 2 + 9.0 * (4.0 * kappa / h**2) ** 2)
-    w = {"bx": bx, "by": by, "tau": tau}
-    loads = [
-        asm(_supg_load, basis, g=np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2.0 * sigma**2)), **w)
-        for cx, cy in sim.centres
+    b = _flow(coords, sim)
+    speed = np.hypot(b[0], b[1]) if len(b) == 2 else np.sqrt(b[0] ** 2 + b[1] ** 2 + b[2] ** 2)
+    tau = 1.0 / np.sqrt((2.0 * speed / h) ** 2 + 9.0 * (4.0 * kappa / h**2) ** 2)
+    w = {**{f"b{i}": bi for i, bi in enumerate(b)}, "tau": tau}
+    gaussians = [
+        np.exp(-_sum([(x - c) ** 2 for x, c in zip(coords, centre, strict=True)]) / (2.0 * sigma**2))
+        for centre in sim.centres
     ]
+    loads = [asm(_supg_load, basis, g=g, **w) for g in gaussians]
     mass = asm(_supg_mass, basis, **w)
     transport = asm(_supg_transport, basis, kappa=kappa, **w)
     return mass.tocsc(), transport.tocsc(), np.stack(loads)
@@ -170,7 +205,10 @@ def simulate(points: np.ndarray, cells: np.ndarray, settings: ExampleSettings) -
     """
     points = np.asarray(points, dtype=np.float64)
     cells = np.asarray(cells, dtype=np.int64)
-    basis = Basis(MeshTri(points.T.copy(), cells.T.copy()), ElementTriP1(), intorder=4)
+    if points.shape[1] != settings.dim:
+        raise ValueError(f"settings.dim is {settings.dim} but the mesh is {points.shape[1]}D")
+    mesh, element = (MeshTet, ElementTetP1) if settings.dim == 3 else (MeshTri, ElementTriP1)
+    basis = Basis(mesh(points.T.copy(), cells.T.copy()), element(), intorder=4)
     free = np.flatnonzero(points[:, 0] > 1e-12)  # Dirichlet c = 0 on the inflow wall x = 0
     sims = _draw_parameters(settings)
     fields = np.empty((len(sims), settings.n_frames, len(points), len(settings.diffusivities)), dtype=np.float32)
@@ -182,6 +220,6 @@ def simulate(points: np.ndarray, cells: np.ndarray, settings: ExampleSettings) -
 
 
 def generate_example(n_nodes: int, mesh_seed: int, settings: ExampleSettings) -> MeshBundle:
-    """Mesh the domain with about ``n_nodes`` nodes (seed ``mesh_seed``) and simulate on it."""
-    points, cells = make_mesh(n_nodes, mesh_seed)
+    """Mesh the domain of ``settings.dim`` with about ``n_nodes`` nodes (seed ``mesh_seed``) and simulate on it."""
+    points, cells = (cube.make_mesh if settings.dim == 3 else make_mesh)(n_nodes, mesh_seed)
     return simulate(points, cells, settings)
