@@ -28,11 +28,13 @@ from tqdm import tqdm
 
 from meshsr.atomic import atomic_open
 from meshsr.errors import InputError
+from meshsr.learn import distributed
 from meshsr.learn.device import make_deterministic, pick_device
 from meshsr.learn.features import FeatureBuilder, field_spread
 from meshsr.learn.model import ModelConfig, build_model, infer, mean_adjacency
 from meshsr.learn.normalisation import Normalisation
 from meshsr.learn.pair_data import PairData, load_pair_data
+from meshsr.learn.precision import Precision
 from meshsr.learn.settings import FitSettings, RunSettings
 from meshsr.learn.splits import Splits, make_splits
 from meshsr.learn.trained_model import TrainedModel
@@ -197,19 +199,26 @@ def _train_epoch(
     optimiser: torch.optim.Optimizer,
     schedule: torch.optim.lr_scheduler.LRScheduler,
     steps: tqdm,
+    ranks: distributed.Ranks,
+    precision: Precision,
 ) -> float:
-    """One optimiser step per item of ``steps`` (a progress bar over range(steps_per_epoch)); the mean loss."""
+    """One optimiser step per item of ``steps`` (a progress bar over range(steps_per_epoch)); the mean loss.
+
+    Under DDP each rank computes its share of every batch (:mod:`meshsr.learn.distributed`).
+    """
     running = torch.zeros((), dtype=torch.float64, device=samples.features.device)
     for _ in steps:
-        idx = batches.next().to(samples.features.device)
-        loss = torch.mean((network(samples.features[idx], graph) * samples.gains[idx] - samples.targets[idx]) ** 2)
+        rows = batches.next()
+        idx = ranks.shard(rows).to(samples.features.device)
+        with precision.autocast():
+            out = network(samples.features[idx], graph)
+        loss = ranks.loss((out * samples.gains[idx] - samples.targets[idx]) ** 2, len(rows))
         optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
+        precision.step(loss, optimiser)
         schedule.step()
         running += loss.detach()
     steps.close()
-    return float(running) / len(steps)
+    return ranks.mean(float(running) / len(steps))
 
 
 def fit_network(
@@ -226,6 +235,7 @@ def fit_network(
 ) -> tuple[Checkpoint, dict[str, list]]:
     """Run the epochs; the best checkpoint (not yet loaded into ``network``) and the loss history."""
     samples = train.samples(kind)
+    ranks, precision = distributed.current(), Precision(fit.precision, train.features.device)
     batches = _Batches(len(samples.features), fit.batch_size if kind == "mlp" else fit.batch_frames, generator)
     optimiser = torch.optim.AdamW(network.parameters(), lr=fit.lr, weight_decay=fit.weight_decay)
     schedule = one_cycle(optimiser, fit.lr, fit.epochs * fit.steps_per_epoch)
@@ -238,7 +248,7 @@ def fit_network(
             range(fit.steps_per_epoch), desc=f"{label} epoch {epoch}/{fit.epochs}", file=sys.stderr,
             disable=not progress, leave=False,
         )
-        train_loss = _train_epoch(network, graph, samples, batches, optimiser, schedule, steps)
+        train_loss = _train_epoch(network, graph, samples, batches, optimiser, schedule, steps, ranks, precision)
         val_loss = _loss_on(network, val, graph)
         elapsed = time.perf_counter() - start
         for key, value in zip(history, (epoch, train_loss, val_loss, elapsed), strict=True):
@@ -266,7 +276,8 @@ def train_pair(
     run = run or RunSettings()
     s, t, n, f = data.shape
     splits = splits or make_splits(s, t, fit.test_simulations, fit.validation_simulations)
-    device = pick_device(run.device)
+    ranks = distributed.current()
+    device = ranks.device(pick_device(run.device))
     generator = make_deterministic(fit.seed, device, run.threads)
     log.info("pair %s -> %s: S=%d T=%d N=%d F=%d on %s", data.source, data.target, s, t, n, f, device)
     _log_splits(log, splits, t)
@@ -284,13 +295,14 @@ def train_pair(
 
     start = time.perf_counter()
     label = f"{data.source}->{data.target}"
-    best, history = fit_network(network, config.kind, graph, train, val, fit, generator, label, log, progress)
+    trainee = ranks.wrap(network)  # network itself for one process
+    best, history = fit_network(trainee, config.kind, graph, train, val, fit, generator, label, log, progress)
     if best.state is None:
         raise InputError(
             None, f"config key 'train.lr': training diverged, the validation loss was never finite (lr {fit.lr}); "
             "lower train.lr"
         )
-    network.load_state_dict(best.state)
+    trainee.load_state_dict(best.state)
     history["best_epoch"] = best.epoch
     seconds = time.perf_counter() - start
     log.info("kept epoch %d (validation loss %.5f); training took %.1f s", best.epoch, best.loss, seconds)
@@ -339,6 +351,8 @@ def train_job(
     in_memory = f"built in memory from {src_path} and {dst_path} (use_cache: false)"
     log.info("inputs: %s", f"cache {cache_path}" if cache_path else in_memory)
     trained = train_pair(data, settings, RunSettings(device, threads), splits, log, progress)
+    if not distributed.current().main:  # another DDP rank: rank 0 writes
+        return trained
     trained.save(out_path)
     if history_path is not None:
         write_history(trained.history, history_path)
