@@ -12,6 +12,7 @@ include: "rules/example.smk"
 include: "rules/cache.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
+include: "rules/upsample.smk"
 
 
 rule all:
@@ -20,3 +21,4 @@ rule all:
         all_pair_caches() if USE_CACHE else [],
         all_models(),
         all_evaluations(),
+        all_upsamples,

@@ -24,6 +24,7 @@ SCRIPT_OF = {
     "train_model": "train.py",
     "evaluate_model": "evaluate.py",
     "plot_model": "plots.py",
+    "upsample": "upsample.py",
 }
 NOT_OUTPUT_CODE = {"meshsr.jobs"}  # logging and one-line failures: shapes no output
 
@@ -99,7 +100,7 @@ def test_a_code_edit_changes_exactly_the_outputs_whose_closure_holds_it(pkg):
     edit(pkg / "interp" / "operator.py", 'METHOD = "p1-', 'METHOD = "p1-edited-')
     after = fingerprints()
     changed = {rule for rule in before if after[rule] != before[rule]}
-    assert changed == {"pair_cache", "train_model", "evaluate_model"}
+    assert changed == {"pair_cache", "train_model", "evaluate_model", "upsample"}
 
     edit(pkg / "evaluate" / "plots.py", "import matplotlib\n", "import matplotlib\n\nEDITED = 1\n")
     assert {rule for rule in after if fingerprints()[rule] != after[rule]} == {"plot_model"}

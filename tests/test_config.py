@@ -11,7 +11,7 @@ import yaml
 from meshsr.config import check_config, load_schema
 
 REPO = Path(__file__).resolve().parents[1]
-TOP = "(valid: meshes, cache_dir, use_cache, example, train)"
+TOP = "(valid: meshes, cache_dir, use_cache, example, train, upsample)"
 
 
 @pytest.fixture(scope="module")

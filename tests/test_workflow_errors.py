@@ -12,7 +12,7 @@ from train_helpers import TINY_TRAIN
 from workflow_helpers import Workflow
 
 pytestmark = pytest.mark.integration
-TOP = "(valid: meshes, cache_dir, use_cache, example, train)"
+TOP = "(valid: meshes, cache_dir, use_cache, example, train, upsample)"
 SHORT_TRAIN = {**TINY_TRAIN, "epochs": 2, "steps_per_epoch": 10}  # 20 steps: torch's one-cycle divided by zero
 # Snakemake's own lines around a configuration error raised at the top level of rules/common.smk.
 FRAMING = (r'WorkflowError in file ".*rules/common\.smk", line \d+:', r'  File ".*rules/common\.smk", line \d+, in ')

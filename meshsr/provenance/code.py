@@ -44,10 +44,12 @@ PACKAGE = "meshsr"
 # for pair caches, the `code` recorded in the cache (meshsr.cache.build).
 OUTPUT_CODE: dict[str, tuple[str, ...]] = {
     "example_data": ("meshsr.example.solver", "meshsr.mesh.bundle"),
+    "ingest_mesh": ("meshsr.mesh.sources",),
     "pair_cache": ("meshsr.cache.build",),
     "train_model": ("meshsr.learn.training",),
     "evaluate_model": ("meshsr.evaluate.metrics",),
     "plot_model": ("meshsr.evaluate.plots",),
+    "upsample": ("meshsr.learn.upsample",),
 }
 
 Import = tuple[str, ...]  # (level, module, *names): ("0", "meshsr.x") or ("1", "x", "y", ...)

@@ -1,0 +1,65 @@
+"""A pair cache's interpolation operator alone, without its field arrays.
+
+Inference on a new run needs the pair's operator W, not the training arrays
+(``coarse_interp``, ``fine_features``) that make up nearly all of a cache's bytes: this
+reader checks ``meta`` and every header as :func:`meshsr.cache.format.read_pair_cache` does,
+then reads only the operator's members.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from meshsr.cache.format import (
+    _READ_ERRORS,
+    ARRAY_KEYS,
+    BIG_KEYS,
+    CacheError,
+    CacheSummary,
+    _check_layout,
+    _headers,
+    _read_meta,
+    _with_hint,
+)
+from meshsr.interp.operator import METHOD, InterpolationOperator
+
+OPERATOR_KEYS = tuple(k for k in ARRAY_KEYS if k not in (*BIG_KEYS, "meta"))
+
+
+def read_pair_operator(path: str | Path) -> tuple[InterpolationOperator, CacheSummary]:
+    """The operator of the pair cache at ``path`` and what the cache says of itself.
+
+    Raises :class:`~meshsr.cache.format.CacheError` (with the rebuild command) for a damaged
+    file and :class:`~meshsr.cache.freshness.StaleCacheError` for another format version.
+    """
+    return _with_hint(_read_pair_operator, Path(path))
+
+
+def _read_pair_operator(path: Path) -> tuple[InterpolationOperator, CacheSummary]:
+    if not path.is_file():
+        raise CacheError(path, "pair cache does not exist")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            meta = _read_meta(zf, path)
+            headers = _headers(zf, path)
+            arrays = {}
+            for key in OPERATOR_KEYS:
+                with zf.open(f"{key}.npy") as fh:
+                    arrays[key] = np.lib.format.read_array(fh, allow_pickle=False)
+    except CacheError:
+        raise
+    except _READ_ERRORS as exc:
+        raise CacheError(path, f"corrupt pair cache: cannot read it as a plain-array npz ({exc})") from None
+    _check_layout(path, headers, arrays)
+    operator = InterpolationOperator.from_arrays(arrays, method=str(meta.get("method", METHOD)))
+    s, t, n, f = headers["coarse_interp"].shape
+    summary = CacheSummary(
+        meta=meta,
+        shape=(s, t, n, f),
+        operator_shape=operator.shape,
+        n_extrapolated=int(operator.extrapolated.sum()),
+    )
+    return operator, summary
