@@ -15,9 +15,11 @@ import pandas as pd  # noqa: E402
 
 from meshsr.atomic import atomic_path  # noqa: E402
 from meshsr.errors import InputError  # noqa: E402
+from meshsr.interp.operator import InterpolationOperator  # noqa: E402
 from meshsr.mesh.bundle import load_bundle  # noqa: E402
 
 DPI = 100
+SLICE_POINTS = 160  # grid points along the longer side of a 3D mesh's slice
 
 
 def _save(fig: plt.Figure, path: str | Path) -> None:
@@ -45,11 +47,37 @@ def plot_loss_curves(history: pd.DataFrame, path: str | Path, title: str) -> Non
     _save(fig, path)
 
 
-def _mesh_plot(ax: plt.Axes, points: np.ndarray, cells: np.ndarray, values: np.ndarray, **kwargs):
-    if points.shape[1] == 2:
-        tri = mtri.Triangulation(points[:, 0], points[:, 1], cells)
-        return ax.tripcolor(tri, values, shading="gouraud", **kwargs)
-    return ax.scatter(points[:, 0], points[:, 1], c=values, s=2, **kwargs)  # 3D: projection onto (x, y)
+class MeshView:
+    """What a panel draws of node values on a mesh: the mesh itself (2D) or its mid-height slice (3D).
+
+    In 3D the slice is the plane :math:`z = (z_{min} + z_{max}) / 2`, sampled on a grid of
+    :data:`SLICE_POINTS` along its longer side: each grid point takes the P1 value of the
+    tetrahedron that contains it (:class:`~meshsr.interp.operator.InterpolationOperator`,
+    exact on the plane), and grid triangles with a corner outside every cell are left blank.
+    """
+
+    def __init__(self, points: np.ndarray, cells: np.ndarray) -> None:
+        self.note = ""
+        if points.shape[1] == 2:
+            self.triangulation = mtri.Triangulation(points[:, 0], points[:, 1], cells)
+            self.operator = None
+            return
+        lo, hi = points.min(axis=0), points.max(axis=0)
+        z = 0.5 * (lo[2] + hi[2])
+        step = float(max(hi[0] - lo[0], hi[1] - lo[1])) / (SLICE_POINTS - 1)
+        xs = np.linspace(lo[0], hi[0], max(int(round((hi[0] - lo[0]) / step)), 1) + 1)
+        ys = np.linspace(lo[1], hi[1], max(int(round((hi[1] - lo[1]) / step)), 1) + 1)
+        gx, gy = (a.ravel() for a in np.meshgrid(xs, ys))
+        self.operator = InterpolationOperator.build(points, cells, np.column_stack([gx, gy, np.full_like(gx, z)]))
+        self.triangulation = mtri.Triangulation(gx, gy)
+        self.triangulation.set_mask(self.operator.extrapolated[self.triangulation.triangles].any(axis=1))
+        self.note = f"slice z = {z:.3g}"
+
+    def draw(self, ax: plt.Axes, values: np.ndarray, **kwargs):
+        """Colour ``values`` (one per mesh node) on ``ax``, P1 between nodes."""
+        if self.operator is not None:
+            values = self.operator.apply(np.asarray(values, dtype=np.float64)[:, None])[:, 0]
+        return ax.tripcolor(self.triangulation, values, shading="gouraud", **kwargs)
 
 
 def plot_panel(
@@ -58,7 +86,10 @@ def plot_panel(
     """One column per field: interpolated input, prediction, ground truth, and the errors of both.
 
     Both error maps share one symmetric colour scale, so the model's smaller error shows.
+    A 3D mesh is shown by its slice at mid-height (:class:`MeshView`), noted in the title;
+    colour scales are those of all nodes, not only of the slice.
     """
+    view = MeshView(points, cells)
     names = [str(x) for x in panel["field_names"]]
     interp, pred, truth = panel["interp"], panel["prediction"], panel["truth"]
     extent = np.ptp(points[:, :2], axis=0)
@@ -79,13 +110,13 @@ def plot_panel(
             ("model error", err_m, dict(vmin=-bound, vmax=bound, cmap="RdBu_r")),
         ]
         for ax, (label, values, kwargs) in zip(axes[:, j], rows, strict=True):
-            image = _mesh_plot(ax, points, cells, values, **kwargs)
+            image = view.draw(ax, values, **kwargs)
             ax.set_title(f"{name}: {label}", fontsize=10)
             ax.set_aspect("equal")
             ax.set_xticks([])
             ax.set_yticks([])
             fig.colorbar(image, ax=ax, shrink=0.9)
-    fig.suptitle(title)
+    fig.suptitle(f"{title} ({view.note})" if view.note else title)
     _save(fig, path)
 
 
