@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import multiprocessing
+import os
 import zipfile
 from pathlib import Path
 
@@ -87,15 +88,43 @@ def test_pickled_object_array_is_refused_without_running_it(reader, pair, tmp_pa
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("reader", READERS)
-def test_flipped_data_byte_fails_the_crc(reader, pair):
-    with zipfile.ZipFile(pair["cache"]) as zf:
+def flip_field_byte(path):
+    """Flip one bit in the middle of the fine_features data: a valid npz whose zip CRC no longer matches."""
+    with zipfile.ZipFile(path) as zf:
         info = zf.getinfo("fine_features.npy")
-    data = bytearray(pair["cache"].read_bytes())
+    data = bytearray(path.read_bytes())
     data[info.header_offset + 30 + len(info.filename) + len(info.extra) + info.file_size // 2] ^= 0x10
-    pair["cache"].write_bytes(bytes(data))
+    path.write_bytes(bytes(data))
+
+
+def test_flipped_data_byte_fails_the_crc_of_cache_info(pair):
+    flip_field_byte(pair["cache"])
     with pytest.raises(CacheError, match="CRC"):
-        reader(pair["cache"])
+        inspect_pair_cache(pair["cache"])
+
+
+def test_the_training_reader_maps_the_fields_and_the_data_digest_finds_a_flipped_byte(pair):
+    before = read_pair_cache(pair["cache"]).target_fields.copy()
+    flip_field_byte(pair["cache"])
+    cache = read_pair_cache(pair["cache"])  # no CRC pass over every byte: the fields are mapped in place
+    assert not cache.target_fields.flags.writeable and not cache.target_fields.flags.owndata
+    assert (cache.target_fields != before).sum() == 1
+    assert "CRC" in data_problem(pair["cache"], cache.meta)  # cache_verify finds it
+
+
+def test_compressed_members_are_read_too(pair):
+    cache = read_pair_cache(pair["cache"])
+    with zipfile.ZipFile(pair["cache"]) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    compressed = pair["cache"].with_suffix(".tmp")
+    with zipfile.ZipFile(compressed, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    os.replace(compressed, pair["cache"])  # as meshsr writes: the mapped old file stays intact
+    again = read_pair_cache(pair["cache"])
+    np.testing.assert_array_equal(again.interpolated, cache.interpolated)
+    np.testing.assert_array_equal(again.target_fields, cache.target_fields)
+    assert data_problem(pair["cache"], again.meta) is None
 
 
 @pytest.mark.parametrize("reader", READERS)
@@ -137,7 +166,7 @@ def test_header_disagreeing_with_member_size_is_refused(reader, pair):
 
 @pytest.mark.parametrize("reader", READERS)
 def test_fortran_ordered_fields_are_valid(reader, pair):
-    expected = read_pair_cache(pair["cache"]).interpolated
+    expected = read_pair_cache(pair["cache"]).interpolated.copy()  # the file is rewritten in place
     rewrite_npz(pair["cache"], coarse_interp=np.asfortranarray(expected))
     assert reader(pair["cache"]).meta["source"] == "a"
     np.testing.assert_array_equal(read_pair_cache(pair["cache"]).interpolated, expected)

@@ -8,7 +8,11 @@ One uncompressed ``.npz`` per ordered resolution pair holds
 * ``extrapolated``   bool (N_dst,)
 * ``meta``           0-d str, JSON: provenance, input sha256 digests, sizes, versions
 
-Readers never unpickle and validate every array before trusting the numbers.  A file
+Readers never unpickle and validate every array before trusting the numbers.  Training
+and evaluation (:func:`read_pair_cache`) memory-map the two field arrays in place: the
+zip's CRC is not recomputed on every read; the data digest recorded at build time
+(``meta.data_sha256``, checked by ``cache_verify``) and the CRC check of ``cache_info``
+(:func:`inspect_pair_cache`) find altered bytes instead.  A file
 whose ``meta`` names another ``format_version`` is well-formed data of another meshsr,
 not damage: it is refused as stale (:class:`~meshsr.cache.freshness.StaleCacheError`)
 before anything else of it is read.  Whether a valid cache still belongs to its inputs
@@ -19,6 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import mmap
+import os
 import platform
 import struct
 import zipfile
@@ -220,17 +227,90 @@ def _read_pair_cache(path: Path) -> PairCache:
         with zipfile.ZipFile(path) as zf:
             meta = _read_meta(zf, path)
             headers = _headers(zf, path)
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in ARRAY_KEYS if k != "meta"}
+            arrays = {}
+            for key in ARRAY_KEYS:
+                if key not in (*BIG_KEYS, "meta"):
+                    with zf.open(f"{key}.npy") as fh:
+                        arrays[key] = np.lib.format.read_array(fh, allow_pickle=False)
+            _check_layout(path, headers, arrays)
+            arrays.update(_field_arrays(zf, path, headers))
     except CacheError:
         raise
     except _READ_ERRORS as exc:
         raise CacheError(path, f"corrupt pair cache: cannot read it as a plain-array npz ({exc})") from None
-    _check_layout(path, headers, arrays)
     ci, ff = arrays["coarse_interp"], arrays["fine_features"]
-    _check(bool(np.isfinite(ci).all() and np.isfinite(ff).all()), path, "NaN/Inf in field arrays")
+    _check(_all_finite(ci) and _all_finite(ff), path, "NaN/Inf in field arrays")
     operator = InterpolationOperator.from_arrays(arrays, method=str(meta.get("method", METHOD)))
     return PairCache(ci, ff, operator, meta)
+
+
+ZIP_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., file name length, extra field length
+FINITE_CHUNK = 1 << 22  # values per finiteness test: a small temporary, and mapped pages released as we go
+
+
+def _field_arrays(zf: zipfile.ZipFile, path: Path, headers: dict[str, _Header]) -> dict[str, np.ndarray]:
+    """The field arrays, read-only views on a memory map of the file (stored members) or read (compressed ones).
+
+    A stored member's ``.npy`` data starts after the zip local header, the member name, the
+    extra field and the ``.npy`` header; :func:`read_npy_header` has checked that the member
+    holds exactly the bytes its header promises, and the member must lie inside the file.
+    """
+    infos = {key: zf.getinfo(f"{key}.npy") for key in BIG_KEYS}
+    if any(info.compress_type != zipfile.ZIP_STORED for info in infos.values()):
+        out = {}
+        for key, info in infos.items():
+            with zf.open(info) as fh:
+                out[key] = np.lib.format.read_array(fh, allow_pickle=False)
+        return out
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    out = {}
+    for key, info in infos.items():
+        local = mapped[info.header_offset : info.header_offset + ZIP_LOCAL_HEADER.size]
+        _check(len(local) == ZIP_LOCAL_HEADER.size, path, f"array {key!r} is truncated")
+        signature, name_length, extra_length = ZIP_LOCAL_HEADER.unpack(local)
+        _check(signature == b"PK\x03\x04", path, f"array {key!r} has no zip local header")
+        end = info.header_offset + ZIP_LOCAL_HEADER.size + name_length + extra_length + info.file_size
+        _check(end <= size, path, f"array {key!r} is truncated")
+        header = headers[key]
+        count = math.prod(header.shape)
+        start = end - count * header.dtype.itemsize
+        flat = np.frombuffer(mapped, dtype=header.dtype, count=count, offset=start)
+        out[key] = flat.reshape(header.shape, order="F" if _fortran_order(zf, info) else "C")
+    return out
+
+
+def _fortran_order(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bool:
+    with zf.open(info) as fh:
+        version = np.lib.format.read_magic(fh)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        return bool(read(fh)[1])
+
+
+def _all_finite(array: np.ndarray) -> bool:
+    """No NaN/Inf, tested a chunk at a time; pages of a memory-mapped array are released after each chunk.
+
+    Released pages stay in the page cache (the next touch maps them again, no disk read), so
+    the check costs one pass over memory and keeps the resident set small.
+    """
+    flat = array.reshape(-1, order="A")
+    mapped = _mapping_of(array)
+    for start in range(0, len(flat), FINITE_CHUNK):
+        if not np.isfinite(flat[start : start + FINITE_CHUNK]).all():
+            return False
+        if mapped is not None:
+            mapped.madvise(mmap.MADV_DONTNEED)
+    return True
+
+
+def _mapping_of(array: np.ndarray) -> mmap.mmap | None:
+    """The memory map under ``array`` when pages can be released from it (Linux), else None."""
+    base = array
+    while isinstance(base, np.ndarray) and base.base is not None:
+        base = base.base
+    base = base.obj if isinstance(base, memoryview) else base
+    return base if isinstance(base, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED") else None
 
 
 def _stream_finite(zf: zipfile.ZipFile, path: Path, key: str) -> None:
