@@ -4,10 +4,16 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# A user's --configfile is the whole configuration: the example's config/config.yaml is read
+# only when none is given (Snakemake would otherwise merge the user's file over it, and the
+# example's resolutions would leak in). --config key=value applies on top of either.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 include: "rules/common.smk"
+include: "rules/ingest.smk"
 include: "rules/example.smk"
 include: "rules/cache.smk"
 include: "rules/train.smk"

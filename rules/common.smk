@@ -11,6 +11,7 @@ from meshsr.provenance.code import output_fingerprint
 from meshsr.provenance.digests import memoised_sha256
 from meshsr.learn.splits import make_splits
 from meshsr.mesh.bundle import peek_shape
+from meshsr.mesh.sources import entry_files, is_bundle_entry
 from meshsr.learn.settings import TrainSettings, check_pairs
 from meshsr.example.settings import ExampleSettings
 
@@ -51,18 +52,66 @@ def is_example(path):
     return any(os.path.normpath(path) == os.path.normpath(example_path(r)) for r in EXAMPLE_NODES)
 
 
+INPUTS_DIR = "results/inputs"
+
+
+def ingested_bundle(name):
+    """The canonical bundle that rule ingest_mesh writes from a meshio entry (rules/ingest.smk)."""
+    return f"{INPUTS_DIR}/{name}.npz"
+
+
+def bundle_for(name, entry):
+    """The .npz to read for a `meshes`-style entry: an .npz path itself, anything else its ingested bundle.
+
+    ``name`` is a resolution of 'meshes', or upsample-{run} for the entry upsample.{run}.input.
+    """
+    return entry if is_bundle_entry(entry) else ingested_bundle(name)
+
+
+def is_ingested(path):
+    return os.path.normpath(os.path.dirname(path)) == os.path.normpath(INPUTS_DIR)
+
+
+def ingest_entry(name):
+    """The meshio entry behind ingested_bundle(name): meshes.{name}, or upsample.{run}.input for upsample-{run}."""
+    entry = config["meshes"].get(name)
+    if entry is None and name.startswith("upsample-"):
+        entry = ((config.get("upsample") or {}).get(name.removeprefix("upsample-")) or {}).get("input")
+    if entry is None or is_bundle_entry(entry):
+        raise config_error(f"{ingested_bundle(name)}: no meshio entry {name!r} in config 'meshes' or 'upsample'")
+    return entry
+
+
+def ingest_sources(name):
+    """The files ingesting entry ``name`` reads (a glob: the files it matches now)."""
+    try:
+        return entry_files(ingest_entry(name))
+    except InputError as exc:
+        raise config_error(exc) from None
+
+
 def mesh_input(res):
     if res not in config["meshes"]:
         raise config_error(f"config key 'meshes': no resolution {res!r}; use one of {', '.join(RESOLUTIONS)}")
-    return config["meshes"][res]
+    return bundle_for(res, config["meshes"][res])
+
+
+def entry_problem(key, entry):
+    """Why the files of a `meshes`-style entry cannot be read now (None: they are there)."""
+    if is_bundle_entry(entry):
+        if is_example(entry) or Path(entry).is_file():
+            return None
+        return f"config key '{key}': input file {entry} does not exist; correct the path or put the file there"
+    try:
+        entry_files(entry)
+    except InputError as exc:
+        return f"config key '{key}': {exc}"
+    return None
 
 
 def missing_mesh_inputs():
-    return [
-        f"config key 'meshes.{res}': input file {path} does not exist; correct the path or put the file there"
-        for res, path in config["meshes"].items()
-        if not is_example(path) and not Path(path).is_file()
-    ]
+    problems = [entry_problem(f"meshes.{res}", entry) for res, entry in config["meshes"].items()]
+    return [problem for problem in problems if problem]
 
 
 if missing_mesh_inputs():
@@ -160,6 +209,8 @@ def input_identity(res):
     path = mesh_input(res)
     if is_example(path):
         return example_identity(example_params(Path(path).stem))
+    if is_ingested(path) and not os.path.exists(path):
+        return "not-yet-ingested"  # ingest_mesh is a checkpoint: its dependents are planned again once it ran
     return file_identity(memoised_sha256(path, HASH_MEMO))
 
 

@@ -44,6 +44,7 @@ PACKAGE = "meshsr"
 # for pair caches, the `code` recorded in the cache (meshsr.cache.build).
 OUTPUT_CODE: dict[str, tuple[str, ...]] = {
     "example_data": ("meshsr.example.solver", "meshsr.mesh.bundle"),
+    "ingest_mesh": ("meshsr.mesh.sources",),
     "pair_cache": ("meshsr.cache.build",),
     "train_model": ("meshsr.learn.training",),
     "evaluate_model": ("meshsr.evaluate.metrics",),
