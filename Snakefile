@@ -25,6 +25,6 @@ rule all:
     default_target: True
     input:
         all_pair_caches() if USE_CACHE else [],
-        all_models(),
-        all_evaluations(),
+        all_models,
+        all_evaluations,
         all_upsamples,

@@ -9,7 +9,7 @@ from meshsr.config import check_config, load_schema
 from meshsr.errors import InputError
 from meshsr.provenance.code import output_fingerprint
 from meshsr.provenance.digests import memoised_sha256
-from meshsr.learn.splits import make_splits
+from meshsr.learn.splits import splits_for
 from meshsr.mesh.bundle import peek_shape
 from meshsr.mesh.sources import entry_files, is_bundle_entry
 from meshsr.learn.settings import TrainSettings, check_pairs
@@ -329,17 +329,9 @@ def cache_inputs(wildcards):
     return {"src": cache_input(wildcards.src), "dst": cache_input(wildcards.dst), "key": marker}
 
 
-# Training settings (checked at parse time: bad pairs fail before any job) and paths.
-def _train_settings():
-    settings = TrainSettings.from_config(config.get("train"))
-    pairs = check_pairs(settings.pairs, RESOLUTIONS)
-    for src, dst in pairs:
-        shape = peek_shape(mesh_input(src), example_shape(src))
-        if shape is not None:
-            make_splits(*shape, settings.fit.test_simulations, settings.fit.validation_simulations)
-    return settings, pairs
-
-
+# Training settings: read at parse time, checked against the data only when a training,
+# evaluation or plot job is planned (all_models, train_inputs), so that caches, cache_info
+# and cache_verify never depend on them.
 def example_shape(res):
     """(S, T) of a generated example input, known before it exists; None for a user's file."""
     if not is_example(mesh_input(res)):
@@ -347,8 +339,29 @@ def example_shape(res):
     return EXAMPLE.n_simulations, EXAMPLE.n_frames
 
 
+def check_training(pairs):
+    """Stop planning, in one line, when the training settings cannot work for a pair's data (S, T)."""
+    for src, dst in pairs:
+        shape = peek_shape(mesh_input(src), example_shape(src))
+        try:
+            if shape is not None:
+                splits_for(TRAIN.fit, *shape)
+        except InputError as exc:
+            stop_planning(f"{exc} (pair {src}_{dst}: S = {shape[0]}, T = {shape[1]})")
+
+
+def train_pairs():
+    """The pairs of config 'train.pairs' (default: coarsest -> finest), checked; stops planning on a bad one."""
+    try:
+        pairs = check_pairs(TRAIN.pairs, RESOLUTIONS)
+    except InputError as exc:
+        stop_planning(str(exc))
+    check_training(pairs)
+    return pairs
+
+
 try:
-    TRAIN, TRAIN_PAIRS = _train_settings()
+    TRAIN = TrainSettings.from_config(config.get("train"))
 except InputError as exc:
     raise config_error(exc) from None
 USE_CACHE = config["use_cache"]  # the schema's default fills it in
@@ -362,12 +375,13 @@ def history_file(src, dst):
     return f"results/models/{src}_{dst}_history.csv"
 
 
-def all_models():
-    return [model_file(s, d) for s, d in TRAIN_PAIRS]
+def all_models(wildcards=None):
+    return [model_file(s, d) for s, d in train_pairs()]
 
 
 def train_inputs(wildcards):
     check_pair(wildcards.src, wildcards.dst)
+    check_training([(wildcards.src, wildcards.dst)])
     inputs = {"src": cache_input(wildcards.src), "dst": cache_input(wildcards.dst)}
     if USE_CACHE:
         inputs["cache"] = pair_cache(wildcards.src, wildcards.dst)
@@ -382,9 +396,10 @@ def plot_file(src, dst, name):
     return f"results/plots/{src}_{dst}_{name}.png"
 
 
-def all_evaluations():
-    return [metrics_file(s, d) for s, d in TRAIN_PAIRS] + [
-        plot_file(s, d, name) for s, d in TRAIN_PAIRS for name in ("loss", "panel", "error_time")
+def all_evaluations(wildcards=None):
+    pairs = train_pairs()
+    return [metrics_file(s, d) for s, d in pairs] + [
+        plot_file(s, d, name) for s, d in pairs for name in ("loss", "panel", "error_time")
     ]
 
 

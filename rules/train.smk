@@ -1,8 +1,9 @@
 # Train one residual super-resolution model per pair in config 'train.pairs' (unset: the
 # coarsest and the finest resolution of 'meshes').
 #
-# The settings are checked at parse time (rules/common.smk), so a bad pair or an empty training split
-# fails before any job runs (the job checks the split again). The params carry only what the
+# The settings are checked when a training target is planned (rules/common.smk: train_pairs,
+# check_training), so a bad pair or a split the data cannot give fails before any job runs, and
+# never when only caches are asked for (the job checks the split again). The params carry only what the
 # model depends on (TRAIN.fit, meshsr/learn/settings.py): changing it retrains. `device` and
 # `threads` are run-time resources, never provenance; `panel_frame` belongs to the plot rule and
 # `pairs` to the workflow, so neither retrains an existing model. The job reads the pair cache

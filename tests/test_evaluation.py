@@ -11,7 +11,14 @@ import torch
 from train_helpers import TINY, write_tiny_pair
 
 from meshsr.errors import InputError
-from meshsr.evaluate.metrics import METRIC_COLUMNS, evaluate_job, evaluate_pair
+from meshsr.evaluate.metrics import (
+    METRIC_COLUMNS,
+    UNDEFINED,
+    UNDEFINED_NOTE,
+    evaluate_job,
+    evaluate_pair,
+    metrics_html_page,
+)
 from meshsr.evaluate.plots import panel_frame, plot_error_vs_time, plot_loss_curves, plot_panel
 from meshsr.learn.pair_data import load_pair_data
 from meshsr.learn.settings import RunSettings
@@ -132,3 +139,63 @@ def test_evaluate_job_writes_every_table_and_plots_render(trained_pair, tmp_path
     for name in ("loss.png", "panel.png", "time.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG
     assert not list(tmp_path.glob(".tmp-*"))
+
+
+# --- zero truth, frame splits, times ---------------------------------------------------------------
+
+
+def with_zero_truth(data, frames=slice(0, 1), field=slice(None)):
+    """A copy of ``data`` whose destination truth is all zero in ``frames`` of ``field`` (e.g. a run from rest)."""
+    truth = np.array(data.cache.target_fields, copy=True)
+    truth[:, frames, :, field] = 0.0
+    return replace(data, cache=replace(data.cache, target_fields=truth))
+
+
+def test_a_zero_first_frame_reports_absolute_errors_and_no_relative_one(trained_pair):
+    _, data, trained = trained_pair
+    zeroed = with_zero_truth(data)
+    ev = evaluate_pair(zeroed, trained)
+    predicted, truth, interp = predictions(zeroed, trained), zeroed.cache.target_fields, zeroed.cache.interpolated
+    first = ev.frames[ev.frames.frame == 0]
+    assert first.zero_truth.all() and first.rel_l2_model.isna().all() and first.rel_l2_interp.isna().all()
+    for row in first.itertuples():
+        j, s = data.field_names.index(row.field), row.simulation
+        assert row.l2_model == pytest.approx(np.linalg.norm(predicted[s, 0, :, j].astype(np.float64)), rel=1e-10)
+        assert row.l2_interp == pytest.approx(np.linalg.norm(interp[s, 0, :, j].astype(np.float64)), rel=1e-10)
+    later = ev.frames[ev.frames.frame > 0]
+    assert not later.zero_truth.any() and np.isfinite(later.rel_l2_model).all() and later.rel_l2_model.max() < 10
+    # per simulation: pooled over all frames, the zero frame's error counted, no division by ~0
+    for row in ev.metrics.itertuples():
+        j = data.field_names.index(row.field)
+        expected = errors(predicted[row.simulation, ..., j], truth[row.simulation, ..., j])[0]
+        assert row.rel_l2_model == pytest.approx(expected, rel=1e-10)
+
+
+def test_a_field_zero_throughout_is_undefined_and_explained(trained_pair):
+    _, data, trained = trained_pair
+    ev = evaluate_pair(with_zero_truth(data, frames=slice(None), field=slice(0, 1)), trained)
+    name, other = data.field_names
+    summary = ev.summary.set_index(["split", "field"])
+    assert summary.loc[("test", name), ["rel_l2_model", "improvement"]].isna().all()
+    mean = summary.loc[("test", "mean over fields"), "rel_l2_model"]
+    assert mean == pytest.approx(summary.loc[("test", other), "rel_l2_model"])  # the defined fields' mean
+    assert ev.metrics[ev.metrics.field == name].rel_l2_interp.isna().all()
+    page = metrics_html_page(ev, "t")
+    assert UNDEFINED_NOTE in page and f"<td>{UNDEFINED}</td>" in page
+    assert "nan" not in page.lower(), page[page.lower().index("nan") - 80 :][:120]
+
+
+def test_one_simulation_is_evaluated_per_frame_split_with_times(tmp_path):
+    tiny = write_tiny_pair(tmp_path, simulations=1, frames=10)
+    data = load_pair_data("coarse", "fine", tiny.src, tiny.dst, tiny.cache)
+    trained = train_pair(data, replace(TINY.fit, epochs=1, steps_per_epoch=5), RunSettings(threads=1), progress=False)
+    assert trained.splits["test_frames"] == [8, 9] and trained.splits["validation_frames"] == [6, 7]
+    ev = evaluate_pair(data, trained)
+    assert ev.splits == "by frames: simulation(s) [0]: train frames 0-5, validation frames 6-7, test frames 8-9"
+    parts = ev.metrics.drop_duplicates("split")[["split", "simulation", "frames"]].values.tolist()
+    assert parts == [["train", 0, "0-5"], ["validation", 0, "6-7"], ["test", 0, "8-9"]]
+    assert ev.frames.groupby("split").frame.max().to_dict() == {"train": 5, "validation": 7, "test": 9}
+    assert ev.frames.time.tolist()[:10] == pytest.approx(data.target_mesh.times.tolist())
+    assert int(ev.panel["simulation"]) == 0 and "by frames" in metrics_html_page(ev, "t")
+    plot_error_vs_time(ev.frames, tmp_path / "time.png", "t")
+    assert (tmp_path / "time.png").read_bytes()[:8] == PNG

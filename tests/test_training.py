@@ -44,8 +44,6 @@ def test_splits_by_whole_simulations():
     assert make_splits(5, 4, (0, 4), (2,)).train == (1, 3)
     with pytest.raises(InputError, match="empty training split"):
         make_splits(2, 10, (-1,), (-2,))
-    with pytest.raises(InputError, match="empty training split"):
-        make_splits(1, 10, (-1,))
     with pytest.raises(InputError, match=r"simulation 7 does not exist \(S = 6\); use indices -6 to 5"):
         make_splits(6, 10, (7,))
     with pytest.raises(InputError, match=r"\[5\] are also in train.test_simulations; put each simulation in one"):

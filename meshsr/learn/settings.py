@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from meshsr.errors import InputError, suggest
+from meshsr.learn.splits import TEST_FRACTION, VALIDATION_FRACTION
 
 KINDS = ("mlp", "gnn")  # the residual networks of meshsr.learn.model
 
@@ -38,6 +39,8 @@ class FitSettings:
     seed: int = 0
     test_simulations: tuple[int, ...] = (-1,)
     validation_simulations: tuple[int, ...] | None = None  # None: automatic (meshsr.learn.splits)
+    test_fraction: float = TEST_FRACTION  # S = 1: the last frames test ...
+    validation_fraction: float = VALIDATION_FRACTION  # ... and those before them validate
     use_coordinates: bool = True
     precision: str = "fp32"  # fp32 | bf16 | fp16 (mixed precision, meshsr.learn.precision): changes the numbers
 

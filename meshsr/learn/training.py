@@ -36,7 +36,7 @@ from meshsr.learn.normalisation import Normalisation
 from meshsr.learn.pair_data import PairData, load_pair_data
 from meshsr.learn.precision import Precision
 from meshsr.learn.settings import FitSettings, RunSettings
-from meshsr.learn.splits import Splits, make_splits
+from meshsr.learn.splits import Splits, splits_for
 from meshsr.learn.trained_model import TrainedModel
 from meshsr.mesh.bundle import peek_shape
 
@@ -139,15 +139,7 @@ def _loss_on(network: torch.nn.Module, split: SplitTensors, graph: torch.Tensor 
 
 
 def _log_splits(log: logging.Logger, splits: Splits, n_frames: int) -> None:
-    if splits.validation_frames:
-        first = splits.validation_frames[0]
-        log.info(
-            "splits: train %s (frames %d-%d), validation frames %d-%d of the training simulations, test %s",
-            list(splits.train), 0, first - 1, first, n_frames - 1, list(splits.test),
-        )
-    else:
-        names = ("train", "validation", "test")
-        log.info("splits: train %s, validation %s, test %s", *(list(getattr(splits, k)) for k in names))
+    log.info("splits: %s", splits.describe(n_frames))
 
 
 def prepare_data(
@@ -275,7 +267,7 @@ def train_pair(
     """
     run = run or RunSettings()
     s, t, n, f = data.shape
-    splits = splits or make_splits(s, t, fit.test_simulations, fit.validation_simulations)
+    splits = splits or splits_for(fit, s, t)
     ranks = distributed.current()
     device = ranks.device(pick_device(run.device))
     generator = make_deterministic(fit.seed, device, run.threads)
@@ -346,7 +338,7 @@ def train_job(
     settings = FitSettings.from_dict(fit)
     shape = peek_shape(src_path)
     # Refuse an empty training split before reading anything big; without the header, after.
-    splits = None if shape is None else make_splits(*shape, settings.test_simulations, settings.validation_simulations)
+    splits = None if shape is None else splits_for(settings, *shape)
     data = load_pair_data(source, target, src_path, dst_path, cache_path, rebuild, memo)
     in_memory = f"built in memory from {src_path} and {dst_path} (use_cache: false)"
     log.info("inputs: %s", f"cache {cache_path}" if cache_path else in_memory)
