@@ -9,6 +9,7 @@ from meshsr.config import check_config, load_schema
 from meshsr.errors import InputError
 from meshsr.provenance.code import output_fingerprint
 from meshsr.provenance.digests import memoised_sha256
+from meshsr.provenance.rerun import RUN_OPTIONS, run_options
 from meshsr.learn.splits import splits_for
 from meshsr.mesh.bundle import peek_shape
 from meshsr.mesh.sources import entry_files, is_bundle_entry
@@ -29,6 +30,10 @@ def config_error(*problems):
 CONFIG_PROBLEMS = check_config(config, load_schema(Path(workflow.basedir) / "config" / "config.schema.yaml"))
 if CONFIG_PROBLEMS:
     raise config_error(*CONFIG_PROBLEMS)
+
+# The command line's --configfile files and --config words, repeated by every command that an
+# error message quotes (meshsr/provenance/rerun.py); the jobs inherit them with the environment.
+os.environ[RUN_OPTIONS] = run_options(workflow.overwrite_configfiles, workflow.config_settings.config_args)
 
 RESOLUTIONS = list(config["meshes"])
 CACHE_DIR = config["cache_dir"].rstrip("/")

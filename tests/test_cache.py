@@ -285,7 +285,7 @@ def test_rebuild_command():
     # The target before --config, which would take it for one more key=value.
     expected = "snakemake --cores 1 --force /big/disk/a_b.npz --config cache_dir=/big/disk"
     assert rebuild_command("/big/disk/a_b.npz") == expected
-    spaced = "snakemake --cores 1 --force '/my disk/a_b.npz' --config cache_dir='/my disk'"
+    spaced = "snakemake --cores 1 --force '/my disk/a_b.npz' --config 'cache_dir=/my disk'"
     assert rebuild_command("/my disk/a_b.npz") == spaced
 
 

@@ -13,13 +13,13 @@ of another ``format_version`` is refused the same way by the readers in
 from __future__ import annotations
 
 import os
-import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from meshsr.errors import InputError
 from meshsr.provenance.code import OUTPUT_CODE, code_fingerprint
 from meshsr.provenance.digests import file_sha256, memoised_sha256
+from meshsr.provenance.rerun import snakemake_command
 
 if TYPE_CHECKING:
     from meshsr.cache.format import CacheSummary, PairCache
@@ -36,14 +36,14 @@ def rebuild_command(path: str | Path, cache_dir: str | Path | None = None) -> st
     """The command that rebuilds the cache at ``path``, whatever Snakemake's records say.
 
     ``--force`` reruns the job even when Snakemake has no reason to (a cache written by
-    another working directory sharing the cache dir).  The target comes before ``--config``,
-    which takes every ``key=value`` word after it; paths are quoted for the shell.
+    another working directory sharing the cache dir).  The user's ``--configfile`` and
+    ``--config`` come after the target (:func:`meshsr.provenance.rerun.snakemake_command`),
+    ``cache_dir`` too when it is not the default; words are quoted for the shell.
     """
     path = Path(path)
     cache_dir = Path(cache_dir) if cache_dir is not None else path.parent
     is_default = os.path.normpath(cache_dir) == os.path.normpath(DEFAULT_CACHE_DIR)
-    config = "" if is_default else f" --config cache_dir={shlex.quote(str(cache_dir))}"
-    return f"snakemake --cores 1 --force {shlex.quote(str(path))}{config}"
+    return snakemake_command(path, () if is_default else (f"cache_dir={cache_dir}",))
 
 
 def cache_code_fingerprint() -> str:

@@ -17,6 +17,7 @@ from meshsr.atomic import atomic_path  # noqa: E402
 from meshsr.errors import InputError  # noqa: E402
 from meshsr.interp.operator import InterpolationOperator  # noqa: E402
 from meshsr.mesh.bundle import load_bundle  # noqa: E402
+from meshsr.provenance.rerun import snakemake_command  # noqa: E402
 
 DPI = 100
 SLICE_POINTS = 160  # grid points along the longer side of a 3D mesh's slice
@@ -174,7 +175,7 @@ def plot_job(
     dst = load_bundle(dst_path)
     if len(dst.points) != len(panel["truth"]):
         problem = f"panel has {len(panel['truth'])} nodes but the target mesh {dst_path} has {len(dst.points)}"
-        raise InputError(panel_npz, f"{problem}; rerun its evaluate job (snakemake --cores 1 --force {panel_npz})")
+        raise InputError(panel_npz, f"{problem}; rerun its evaluate job ({snakemake_command(panel_npz)})")
     title = f"{pair}: simulation {int(panel['simulation'])}, frame {int(panel['frame'])}"
     plot_panel(dst.points, dst.cells, panel, outputs["panel"], title)
     plot_error_vs_time(pd.read_csv(frames_csv), outputs["error_time"], f"{pair}: error per frame")

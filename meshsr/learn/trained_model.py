@@ -21,6 +21,7 @@ from meshsr.atomic import atomic_path
 from meshsr.errors import InputError
 from meshsr.learn.model import CHUNK_NODES, ModelConfig, build_model, infer
 from meshsr.learn.normalisation import Normalisation
+from meshsr.provenance.rerun import snakemake_command
 
 FORMAT_VERSION = 1
 
@@ -28,9 +29,10 @@ FORMAT_VERSION = 1
 def retrain_command(path: str | Path) -> str:
     """The command that rebuilds the model file at ``path`` (a workflow path, results/models/{src}_{dst}.pt).
 
-    ``--force`` is a flag, so the target can come last; ``--forcerun`` would take it as one of its own values.
+    ``--force`` is a flag, so the target can follow it; ``--forcerun`` would take it as one of its own values.
+    The user's ``--configfile`` and ``--config`` follow the target (:mod:`meshsr.provenance.rerun`).
     """
-    return f"snakemake --cores 1 --force {path}"
+    return snakemake_command(path)
 
 
 def _unreadable_reason(exc: Exception) -> str:
