@@ -19,7 +19,14 @@ from meshsr.evaluate.metrics import (
     evaluate_pair,
     metrics_html_page,
 )
-from meshsr.evaluate.plots import panel_frame, plot_error_vs_time, plot_loss_curves, plot_panel
+from meshsr.evaluate.plots import (
+    error_vs_time_figure,
+    panel_frame,
+    plot_error_vs_time,
+    plot_loss_curves,
+    plot_panel,
+    plt,
+)
 from meshsr.learn.pair_data import load_pair_data
 from meshsr.learn.settings import RunSettings
 from meshsr.learn.training import train_pair, write_history
@@ -199,3 +206,19 @@ def test_one_simulation_is_evaluated_per_frame_split_with_times(tmp_path):
     assert int(ev.panel["simulation"]) == 0 and "by frames" in metrics_html_page(ev, "t")
     plot_error_vs_time(ev.frames, tmp_path / "time.png", "t")
     assert (tmp_path / "time.png").read_bytes()[:8] == PNG
+
+
+def test_error_vs_time_uses_times_distinct_colours_and_stays_readable(trained_pair):
+    _, data, trained = trained_pair
+    frames = evaluate_pair(with_zero_truth(data), trained).frames
+    fig = error_vs_time_figure(frames, "t")
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "time" and "1 frame(s) with zero truth not shown" in ax.get_title()
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    interp, model = lines["sim 2: interpolation"], lines["sim 2: model"]
+    assert interp.get_color() != model.get_color()
+    assert list(interp.get_xdata()) == pytest.approx(data.target_mesh.times.tolist())
+    assert ax.get_ylim()[1] < 100 * 10  # no 1e152 % axis from a zero-norm frame
+    without_times = error_vs_time_figure(frames.drop(columns="time"), "t")
+    assert without_times.axes[0].get_xlabel() == "frame"
+    plt.close("all")

@@ -121,26 +121,54 @@ def plot_panel(
     _save(fig, path)
 
 
-def plot_error_vs_time(frames: pd.DataFrame, path: str | Path, title: str, split: str = "test") -> None:
-    """Relative L2 error per frame of interpolation (dashed) and model (solid), per field."""
+METHOD_COLOURS = {"interpolation": "tab:orange", "model": "tab:blue"}
+SIM_STYLES = ("-", "--", ":", "-.")
+HELD_OUT_SHADES = {"validation": "0.92", "test": "0.82"}
+
+
+def error_vs_time_figure(frames: pd.DataFrame, title: str, split: str = "test") -> plt.Figure:
+    """Relative L2 error per frame of interpolation and model (one colour each), per field.
+
+    The x axis is the frames' ``time`` when frames.csv has it, else the frame index. The
+    simulations of ``split`` (validation when there is no test) are drawn whole; frames of
+    them in another split (a split by frames) are shaded by split. Frames whose truth is zero
+    have no relative error: they are left out, and the title says how many.
+    """
     chosen = frames[frames["split"] == split]
     if chosen.empty:
         split = "validation"
         chosen = frames[frames["split"] == split]
-    field_names = list(dict.fromkeys(chosen["field"]))
-    fig, axes = plt.subplots(1, max(len(field_names), 1), figsize=(5.5 * max(len(field_names), 1), 3.8), squeeze=False)
+    shown = frames[frames["simulation"].isin(set(chosen["simulation"]))]
+    use_time = "time" in shown and bool(np.isfinite(shown["time"]).all())
+    x = "time" if use_time else "frame"
+    field_names = list(dict.fromkeys(shown["field"]))
+    n = max(len(field_names), 1)
+    fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 3.8), squeeze=False)
     for ax, name in zip(axes[0], field_names, strict=False):
-        for k, (sim, rows) in enumerate(chosen[chosen["field"] == name].groupby("simulation")):
-            color = f"C{k}"
-            ax.plot(rows["frame"], 100 * rows["rel_l2_interp"], "--", color=color, label=f"sim {sim}: interpolation")
-            ax.plot(rows["frame"], 100 * rows["rel_l2_model"], "-", color=color, label=f"sim {sim}: model")
-        ax.set_xlabel("frame")
+        rows = shown[shown["field"] == name]
+        for k, (sim, one) in enumerate(rows.groupby("simulation")):
+            style = SIM_STYLES[k % len(SIM_STYLES)]
+            for method, column in (("interpolation", "rel_l2_interp"), ("model", "rel_l2_model")):
+                label = f"sim {sim}: {method}"
+                ax.plot(one[x], 100 * one[column], style, color=METHOD_COLOURS[method], label=label)
+        for held, shade in HELD_OUT_SHADES.items():
+            span = rows.loc[rows["split"] == held, x]
+            if 0 < len(span) < len(rows):  # a block of frames of the simulations shown: a split by frames
+                ax.axvspan(span.min(), span.max(), color=shade, zorder=0, label=f"{held} frames")
+        zero = int(rows["zero_truth"].sum()) if "zero_truth" in rows else 0
+        note = f"; {zero} frame(s) with zero truth not shown" if zero else ""
+        ax.set_xlabel(x)
         ax.set_ylabel("relative L2 error [%]")
-        ax.set_title(f"{name} ({split} split)")
+        ax.set_title(f"{name} ({split} split{note})", fontsize=10)
         ax.set_ylim(bottom=0)
         ax.legend(fontsize=8)
     fig.suptitle(title)
-    _save(fig, path)
+    return fig
+
+
+def plot_error_vs_time(frames: pd.DataFrame, path: str | Path, title: str, split: str = "test") -> None:
+    """:func:`error_vs_time_figure` as a PNG."""
+    _save(error_vs_time_figure(frames, title, split), path)
 
 
 def panel_frame(panel: dict[str, np.ndarray], frame: int, path: str | Path) -> dict[str, np.ndarray]:
