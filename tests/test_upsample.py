@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from vtkmodules.vtkCommonExecutionModel import vtkStreamingDemandDrivenPipeline
 from vtkmodules.vtkIOXdmf2 import vtkXdmfReader
 
 from meshsr.cache.pair_operator import read_pair_operator
+from meshsr.config import check_config, load_schema
 from meshsr.errors import InputError
 from meshsr.learn.pair_data import load_pair_data
 from meshsr.learn.settings import RunSettings
@@ -24,6 +26,7 @@ from meshsr.mesh.bundle import load_bundle, save_bundle
 from meshsr.mesh.xdmf import write_time_series, write_upsampled
 
 FIELDS = ["tracer", "heat"]
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -186,3 +189,44 @@ def test_the_cache_operator_is_read_without_the_field_arrays(trained):
     assert (operator.matrix != data.cache.operator.matrix).nnz == 0
     np.testing.assert_array_equal(operator.extrapolated, data.cache.operator.extrapolated)
     assert summary.shape == data.cache.interpolated.shape and summary.meta == data.cache.meta
+
+
+def test_a_model_of_another_pair_is_refused(trained, tmp_path):
+    tiny, _, _, model_path = trained
+    outputs = {"xdmf": str(tmp_path / "r.xdmf"), "npz": str(tmp_path / "r.npz")}
+    expected = f"{model_path}: model was trained for coarse -> fine, not coarse -> medium; retrain it with: "
+    with pytest.raises(InputError, match=re.escape(expected)):
+        upsample_job("r", "coarse", "medium", tiny.src, 0, model_path, tiny.src, tiny.dst, None, outputs, "cpu", 1)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("entry", "line"),
+    [
+        (
+            {"input": "r.npz", "pair": ["coarse", "fine"], "simulaton": 1},
+            "config key 'upsample.new-run.simulaton': unknown; did you mean 'simulation'? "
+            "(valid: input, pair, simulation)",
+        ),
+        (
+            {"pair": ["coarse", "fine"]},
+            "config key 'upsample.new-run.input': missing; add it (the coarse run, in the same forms as an entry of "
+            "'meshes')",
+        ),
+        (
+            {"input": "r.npz", "pair": ["coarse", "fine"], "simulation": -1},
+            "config key 'upsample.new-run.simulation': -1 is too small; use an integer of at least 0 (which simulation "
+            "of the input to upsample)",
+        ),
+    ],
+    ids=["unknown-key", "no-input", "negative-simulation"],
+)
+def test_an_upsample_entry_is_checked_like_the_rest_of_the_config(entry, line):
+    config = {"meshes": {"coarse": "c.npz", "fine": "f.npz"}, "upsample": {"new-run": entry}}
+    assert check_config(config, load_schema(REPO / "config" / "config.schema.yaml")) == [line]
+
+
+def test_an_upsample_entry_gets_simulation_0_by_default():
+    config = {"meshes": {"coarse": "c.npz", "fine": "f.npz"}, "upsample": {"r": {"input": "r.npz", "pair": ["a", "b"]}}}
+    assert check_config(config, load_schema(REPO / "config" / "config.schema.yaml")) == []
+    assert config["upsample"]["r"]["simulation"] == 0
