@@ -130,7 +130,8 @@ def compare(results: list[dict]) -> list[str]:
         verdict = "base" if r is base else ("within" if rel <= tol else "OUTSIDE") + f" {tol:.0%}"
         speedup = base["epoch_seconds_median"] / r["epoch_seconds_median"]
         lines.append(
-            f"{r['config']:>16}: epoch {r['epoch_seconds_median']:.3f} s ({speedup:.2f}x faster than {base['config']}), fit {r['fit_seconds']:.1f} s, evaluate {r['evaluate_seconds']:.1f} s; "
+            f"{r['config']:>16}: epoch {r['epoch_seconds_median']:.3f} s ({speedup:.2f}x faster than {base['config']}),"
+            f" fit {r['fit_seconds']:.1f} s, evaluate {r['evaluate_seconds']:.1f} s; "
             f"test rel. L2 {100 * test:.3f} % (validation {100 * r['metrics']['validation'][key]:.3f} %, "
             f"interpolation {100 * r['metrics']['test']['interp:' + key]:.3f} %), "
             f"{100 * rel:.2f} % from the base: {verdict}; load {r['load_average'][0]:.2f}"
@@ -168,7 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(environment), flush=True)
     results = []
     for name in configs:
-        results.append(run_one(args, data, name, fit))
+        try:
+            results.append(run_one(args, data, name, fit))
+        except Exception as exc:  # noqa: BLE001 (one failing configuration must not lose the others)
+            results.append({"config": name, "skipped": f"failed: {type(exc).__name__}: {exc}"})
         print(json.dumps(results[-1]), flush=True)
     lines = compare(results)
     print("\n".join(lines))
