@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -230,3 +232,9 @@ def test_an_upsample_entry_gets_simulation_0_by_default():
     config = {"meshes": {"coarse": "c.npz", "fine": "f.npz"}, "upsample": {"r": {"input": "r.npz", "pair": ["a", "b"]}}}
     assert check_config(config, load_schema(REPO / "config" / "config.schema.yaml")) == []
     assert config["upsample"]["r"]["simulation"] == 0
+
+
+def test_the_inference_benchmark_explains_itself():
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "inference.py"), "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "frames per second" in proc.stdout and "--threads" in proc.stdout

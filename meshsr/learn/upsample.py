@@ -121,32 +121,39 @@ def pair_operator(
     return operator
 
 
-def upsample_run(
-    trained: TrainedModel,
-    source: MeshBundle,
-    target: MeshBundle,
-    operator: InterpolationOperator,
-    fields: np.ndarray,
-    device: torch.device | str = "cpu",
-    model_path: str | Path = "model",
-) -> tuple[np.ndarray, np.ndarray]:
-    """Prediction and baseline (T, N_dst, F) float32 of source ``fields`` (T, N_src, F).
+class Upsampler:
+    """A trained pair ready to super-resolve runs on its source mesh: features, graph and network set up once."""
 
-    The baseline is :meth:`InterpolationOperator.apply` to float32, as the pair cache stores
-    it, so a run that is one of the pair's simulations gets the evaluation's very numbers.
-    """
-    builder = FeatureBuilder(
-        source.points, source.cells, target.points, operator, trained.field_names, **trained.feature_options
-    )
-    if builder.names != trained.feature_names:
-        problem = "model was trained on other input features than this pair provides"
-        raise InputError(model_path, f"{problem}; retrain it with: {retrain_command(model_path)}")
-    baseline = operator.apply(fields, dtype=np.float32)
-    features, scales = builder.simulation(fields, baseline)
-    trained.network.to(device)
-    graph = mean_adjacency(target.cells, target.n_nodes, device) if trained.config.kind == "gnn" else None
-    prediction = trained.predict(features, scales, baseline, graph, device)
-    return prediction, baseline
+    def __init__(
+        self,
+        trained: TrainedModel,
+        source: MeshBundle,
+        target: MeshBundle,
+        operator: InterpolationOperator,
+        device: torch.device | str = "cpu",
+        model_path: str | Path = "model",
+    ) -> None:
+        self.builder = FeatureBuilder(
+            source.points, source.cells, target.points, operator, trained.field_names, **trained.feature_options
+        )
+        if self.builder.names != trained.feature_names:
+            problem = "model was trained on other input features than this pair provides"
+            raise InputError(model_path, f"{problem}; retrain it with: {retrain_command(model_path)}")
+        self.trained, self.operator, self.device = trained, operator, device
+        trained.network.to(device)
+        gnn = trained.config.kind == "gnn"
+        self.graph = mean_adjacency(target.cells, target.n_nodes, device) if gnn else None
+
+    def __call__(self, fields: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Prediction and baseline (T, N_dst, F) float32 of source ``fields`` (T, N_src, F).
+
+        The baseline is :meth:`InterpolationOperator.apply` to float32, as the pair cache stores
+        it, so a run that is one of the pair's simulations gets the evaluation's very numbers.
+        """
+        baseline = self.operator.apply(fields, dtype=np.float32)
+        features, scales = self.builder.simulation(fields, baseline)
+        prediction = self.trained.predict(features, scales, baseline, self.graph, self.device)
+        return prediction, baseline
 
 
 def upsample_job(
@@ -178,7 +185,7 @@ def upsample_job(
     fields = pick_simulation(run, simulation, run_path, f"config key 'upsample.{name}.simulation'")
     operator = pair_operator(src_mesh, dst_mesh, src_path, dst_path, cache_path, memo)
     torch_device = pick_device(device)
-    prediction, baseline = upsample_run(trained, src_mesh, dst_mesh, operator, fields, torch_device, model_path)
+    prediction, baseline = Upsampler(trained, src_mesh, dst_mesh, operator, torch_device, model_path)(fields)
     times = run.times if run.times is not None else np.arange(run.n_frames, dtype=np.float64)
     result = Upsampled(dst_mesh.points, dst_mesh.cells, prediction, baseline, trained.field_names, times)
     log.info(
