@@ -31,6 +31,16 @@
 # rebuilds every cache and an edit elsewhere (training, plots) none. Readers (training,
 # evaluation, cache_info) refuse a cache of other inputs, other cache code or another
 # format_version as stale, with the command that rebuilds it.
+#
+# Between experiments. With `export SNAKEMAKE_OUTPUT_CACHE=/shared/store` and `--cache`,
+# Snakemake keeps each cache in that store under the provenance hash of this job: the
+# script, the params (the input digests, the key, the code fingerprint: no paths, so two
+# working directories with the same inputs get the same hash), the bytes of the raw inputs
+# and the hashes of the jobs above (a generated example). A job whose hash is in the store
+# does not run: its output becomes a link to the entry; a new hash builds and stores a new
+# entry. "omit-software": the conda environment does not count (the code fingerprint does).
+# Snakemake refuses a benchmark: file on a cacheable rule (a fetched job has no run time),
+# so this rule has none; the timestamps in its log say how long a build took.
 rule pair_cache:
     input:
         unpack(cache_inputs),
@@ -42,8 +52,7 @@ rule pair_cache:
         code=code_of("pair_cache"),
     log:
         logs("cache/{src}_{dst}"),
-    benchmark:
-        benchmarks("cache/{src}_{dst}")
+    cache: "omit-software"
     threads: 1
     resources:
         mem_mb=lambda wc, input: 1000 + int(6 * input.size_mb),

@@ -11,13 +11,16 @@ Statuses:
 * ``missing``  a configured pair without a cache file (``snakemake caches`` builds it)
 
 Files are only ever read with ``allow_pickle=False``; nothing in them executes.  Nothing
-is written to the cache directory, which may be read-only or missing.
+is written to the cache directory, which may be read-only or missing.  Each row's
+``location`` is where the file's bytes are: its real path, an entry of the shared store
+when ``snakemake --cache`` linked it there (Snakemake's output cache).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 from dataclasses import astuple, dataclass, fields
 from datetime import datetime
@@ -26,6 +29,7 @@ from pathlib import Path
 from meshsr.atomic import atomic_open
 from meshsr.cache.format import CacheError, data_problem, inspect_pair_cache
 from meshsr.cache.freshness import StaleCacheError, check_fresh, code_problem, rebuild_command
+from meshsr.cache.keys import location
 
 PAIR_FILE = re.compile(r"^([A-Za-z0-9-]+)_([A-Za-z0-9-]+)\.npz$")
 TEMP_FILE = re.compile(r"^\.tmp-([A-Za-z0-9-]+_[A-Za-z0-9-]+)\.npz-")
@@ -45,6 +49,7 @@ class CacheRow:
     extrapolated_nodes: int | None = None
     status: str = ""
     detail: str = ""
+    location: str = ""  # the file's real path: a store entry for a link made by Snakemake's --cache
 
 
 COLUMNS = tuple(f.name for f in fields(CacheRow))
@@ -61,6 +66,7 @@ def _row_for_file(
         pair=pair,
         size_mb=st.st_size / 1e6,
         modified=datetime.fromtimestamp(st.st_mtime).isoformat(sep=" ", timespec="seconds"),
+        location=os.path.realpath(path),
     )
     if path.name.startswith(".tmp-"):
         temp = TEMP_FILE.match(path.name)
@@ -171,6 +177,9 @@ def format_table(rows: list[CacheRow], cache_dir: str | Path) -> str:
     widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
     lines = [f"pair caches in {cache_dir}"]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [head, *body]]
+    links = [f"  {Path(r.file).name} -> {r.location}" for r in rows if r.location and r.location != location(r.file)]
+    if links:
+        lines += ["", "stored elsewhere (links, e.g. into Snakemake's output cache):", *links]
     problems = [f"  {Path(r.file).name}: {r.status}: {r.detail}" for r in rows if r.status not in ("valid", "missing")]
     if problems:
         lines += ["", "problems:", *problems]

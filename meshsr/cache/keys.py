@@ -57,9 +57,20 @@ def cache_key(source: str, target: str, code: str) -> str:
     return hashlib.sha256(f"source {source}\ntarget {target}\ncode {code}\n".encode()).hexdigest()
 
 
+def location(cache_path: str | Path) -> str:
+    """Where a cache file is: its directory resolved, its own name kept.
+
+    A cache file that Snakemake's output cache (``--cache``) moved into its store is a
+    symlink to the store entry; the entry is not followed, so the caches of two working
+    directories that link to one entry are still two places.
+    """
+    path = Path(cache_path)
+    return os.path.join(os.path.realpath(path.parent), path.name)
+
+
 def built_in(cache_path: str | Path) -> dict[str, str]:
-    """Where a cache is being built: this working directory and the cache file, resolved."""
-    return {"workdir": os.path.realpath(os.getcwd()), "cache": os.path.realpath(cache_path)}
+    """Where a cache is being built: this working directory (resolved) and the cache file's :func:`location`."""
+    return {"workdir": os.path.realpath(os.getcwd()), "cache": location(cache_path)}
 
 
 def read_meta(path: str | Path) -> dict[str, Any] | None:
@@ -82,8 +93,10 @@ def key_status(meta: dict[str, Any] | None, key: str, cache_path: str | Path) ->
 
     Foreign means: another key, and the cache was written at this very path (a shared
     cache directory) by a working directory that is not this one and still exists.  A
-    cache whose recorded path is elsewhere (a copied working directory or cache directory)
-    or whose builder is gone (or unknown) is outdated: rebuilding it here harms nobody.
+    cache whose recorded path is elsewhere (a copied working directory or cache directory,
+    or another working directory's link to the same entry of Snakemake's output cache) or
+    whose builder is gone (or unknown) is outdated: rebuilding it here harms nobody (a
+    rebuild replaces a link, never the store entry it points to).
     """
     if meta is None:
         return OUTDATED
@@ -94,7 +107,7 @@ def key_status(meta: dict[str, Any] | None, key: str, cache_path: str | Path) ->
         return OUTDATED
     if os.path.realpath(built["workdir"]) == os.path.realpath(os.getcwd()):
         return OUTDATED
-    if os.path.realpath(built["cache"]) != os.path.realpath(cache_path):
+    if location(built["cache"]) != location(cache_path):
         return OUTDATED
     return FOREIGN if os.path.isdir(built["workdir"]) else OUTDATED
 
