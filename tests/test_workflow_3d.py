@@ -1,0 +1,66 @@
+"""The 3D example (config/example-3d.yaml) end to end through the real snakemake CLI, as CI runs it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from workflow_helpers import REPO, copy_workflow
+
+from meshsr.example.cube import lattice_size
+from meshsr.mesh.bundle import load_bundle
+
+pytestmark = pytest.mark.integration
+
+CONFIG = "config/example-3d.yaml"
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def run_3d(tmp_path_factory):
+    """The workflow copy after `snakemake --configfile config/example-3d.yaml --cores 2 all`.
+
+    The copy's config/config.yaml is the 3D file too, so the run is the 3D example whether or
+    not Snakemake merges --configfile into the default config file.
+    """
+    wf = copy_workflow(tmp_path_factory.mktemp("wf3d"))
+    (wf.root / "config/config.yaml").write_text((REPO / CONFIG).read_text())
+    wf.run("all", "--configfile", CONFIG, cores=2)  # targets first: --configfile takes several values
+    return wf, yaml.safe_load((REPO / CONFIG).read_text())
+
+
+def test_tetrahedral_example_bundles_are_independent_meshes_of_the_cube(run_3d):
+    wf, config = run_3d
+    bundles = {res: load_bundle(wf.root / f"results/example/{res}.npz") for res in ("coarse", "fine")}  # validated
+    example = config["example"]
+    for res, bundle in bundles.items():
+        assert bundle.points.shape == (lattice_size(example["nodes"][res]) ** 3, 3) and bundle.cells.shape[1] == 4
+        assert bundle.fields.shape == (example["simulations"], example["frames"], bundle.n_nodes, 2)
+        assert np.isfinite(bundle.fields).all() and np.abs(bundle.fields).max() > 0
+        np.testing.assert_allclose(bundle.points.min(axis=0), 0.0, atol=1e-12)
+        np.testing.assert_allclose(bundle.points.max(axis=0), 1.0, atol=1e-12)
+    shared = {tuple(p) for p in bundles["coarse"].points} & {tuple(p) for p in bundles["fine"].points}
+    assert len(shared) <= 8  # the corners at most: not one mesh a refinement of the other
+    assert sorted(p.name for p in (wf.root / "results/example").glob("*.npz")) == ["coarse.npz", "fine.npz"]
+
+
+def test_metrics_compare_the_model_with_interpolation(run_3d):
+    wf, _ = run_3d
+    assert sorted(p.name for p in (wf.root / "results/cache").glob("*.npz")) == ["coarse_fine.npz"]
+    metrics = pd.read_csv(wf.root / "results/metrics/coarse_fine.csv")
+    test = metrics[metrics["split"] == "test"]
+    assert sorted(test["field"]) == ["heat", "tracer"]
+    errors = metrics[["rel_l2_interp", "rel_l2_model"]].to_numpy()
+    assert np.isfinite(errors).all() and (errors > 0).all()
+    train = metrics[metrics["split"] == "train"]
+    assert (train["rel_l2_model"] < train["rel_l2_interp"]).all()  # fitted there: it must beat interpolation
+    frames = pd.read_csv(wf.root / "results/metrics/coarse_fine.frames.csv")
+    assert np.isfinite(frames[["rel_l2_interp", "rel_l2_model"]].to_numpy()).all()
+
+
+def test_plots_are_written_and_the_run_is_complete(run_3d):
+    wf, _ = run_3d
+    for name in ("loss", "panel", "error_time"):
+        assert (wf.root / f"results/plots/coarse_fine_{name}.png").read_bytes()[:8] == PNG
+    assert wf.planned_jobs("all", "--configfile", CONFIG) == {}
