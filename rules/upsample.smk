@@ -1,12 +1,14 @@
 # Super-resolve new coarse runs (config 'upsample'): each run is predicted on the finer mesh
 # of its pair by the pair's trained model, next to plain interpolation, and written as an
 # XDMF time series (its .h5 beside it) for ParaView and as a bundle (.npz, contract 1).
+# An input in a meshio form is read as the bundle that ingest_mesh makes of it
+# (results/inputs/upsample-{name}.npz, rules/ingest.smk).
 #
 # The job reads the model, the run, both meshes of the pair (points and cells; the run must
 # lie on the source mesh) and, with use_cache, the pair cache for its operator only (the
 # training arrays are never read); without it the operator is built in the job. A user's run
-# is ancient() and its content digest is a param, as for the cache inputs: a changed run
-# reruns, a touched one does not. `device` and `threads` are run-time resources.
+# (or its ingested bundle) is ancient() and its content digest is a param, as for the cache
+# inputs: a changed run reruns, a touched one does not. `device` and `threads` are run-time resources.
 from types import SimpleNamespace
 
 UPSAMPLE = config.get("upsample") or {}
@@ -44,12 +46,12 @@ def upsample_pair(name):
 
 
 def upsample_run(name):
-    path = upsample_entry(name)["input"]
-    if not is_example(path) and not Path(path).is_file():
-        stop_planning(
-            f"config key 'upsample.{name}.input': input file {path} does not exist; correct the path or put the file there"
-        )
-    return path
+    """The bundle the job reads: the input itself (.npz), or what ingest_mesh makes of it (upsample-{name})."""
+    entry = upsample_entry(name)["input"]
+    problem = entry_problem(f"upsample.{name}.input", entry)
+    if problem:
+        stop_planning(problem)
+    return bundle_for(f"upsample-{name}", entry)
 
 
 def upsample_inputs(wildcards):

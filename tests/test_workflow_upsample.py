@@ -9,6 +9,7 @@ import torch
 from train_helpers import TINY_TRAIN
 
 from meshsr.mesh.bundle import load_bundle
+from meshsr.mesh.xdmf import write_time_series
 
 pytestmark = pytest.mark.integration
 TEST_SIM = 2  # train.test_simulations [-1] of the tiny example's 3 simulations
@@ -71,6 +72,17 @@ def test_the_held_out_simulation_upsampled_is_what_evaluation_scored(workflow):
         "or upsample it with a pair whose source is its mesh"
     ]
     assert not list((root / "results/upsampled").glob("foreign*"))
+
+    # The same run as a meshio XDMF time series (another file, the same mesh): ingested, then the same numbers.
+    coarse = load_bundle(root / "results/example/coarse.npz")
+    series = {name: coarse.fields[TEST_SIM, :, :, j] for j, name in enumerate(names)}
+    write_time_series(root / "runs" / "new.xdmf", coarse.points, coarse.cells, coarse.times, series)
+    from_xdmf = {"input": "runs/new.xdmf", "pair": ["coarse", "fine"]}
+    upsample_config(workflow, **{"held-out": held_out, "from-xdmf": from_xdmf})
+    workflow.run("results/upsampled/from-xdmf.npz")
+    with np.load(root / "results/upsampled/from-xdmf.npz", allow_pickle=False) as npz:
+        np.testing.assert_allclose(npz["fields"][0], prediction, rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(npz["times"], coarse.times)
 
 
 @pytest.mark.parametrize(
