@@ -29,16 +29,19 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
-from scipy.spatial import cKDTree
 
 from meshsr.atomic import atomic_savez
 from meshsr.errors import InputError
-from meshsr.interp.locate import locate_points
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 METHOD = "p1-barycentric-on-source-cells+nearest-node-fallback"
+_COMPILED = (np.dtype(np.float32), np.dtype(np.float64))  # field/output types of the compiled product
+_ROW_BLOCK = 256  # rows per thread task in apply: a block's weights stay in L1 across all frames
 ARRAYS = ("op_indptr", "op_indices", "op_data", "op_shape", "extrapolated")
 # What a damaged or foreign file can raise while numpy reads it with allow_pickle=False.
 _READ_ERRORS = (ValueError, OSError, EOFError, KeyError, MemoryError, zipfile.BadZipFile, struct.error, zlib.error)
@@ -95,28 +98,35 @@ class InterpolationOperator:
         cls, src_points: np.ndarray, src_cells: np.ndarray, dst_points: np.ndarray, tol: float = 1e-10
     ) -> InterpolationOperator:
         """Locate every destination point in the source cells and assemble W."""
+        import scipy.sparse as sp  # scipy and numba load on first use, not with the module
+        from scipy.spatial import cKDTree
+
+        from meshsr.interp import kernels
+        from meshsr.interp.locate import locate_points
+
         src_points = np.asarray(src_points, dtype=np.float64)
         dst_points = np.asarray(dst_points, dtype=np.float64)
         src_cells = np.asarray(src_cells, dtype=np.int64)
         n_dst, n_src, k = len(dst_points), len(src_points), src_cells.shape[1]
         cell, lam = locate_points(src_points, src_cells, dst_points, tol)
-        inside = cell >= 0
-        extrapolated = ~inside
+        extrapolated = cell < 0
+        rows_out = np.flatnonzero(extrapolated)
 
-        counts = np.where(inside, k, 1)
-        indptr = np.concatenate([[0], np.cumsum(counts)])
-        indices = np.empty(indptr[-1], dtype=np.int64)
+        indptr = np.empty(n_dst + 1, dtype=np.int64)
+        indptr[0] = 0
+        np.cumsum(np.where(extrapolated, 1, k), out=indptr[1:])
+        index_type = np.int32 if max(n_src, indptr[-1]) < np.iinfo(np.int32).max else np.int64
+        indices = np.empty(indptr[-1], dtype=index_type)
         data = np.empty(indptr[-1], dtype=np.float64)
-        rows_in = np.flatnonzero(inside)
-        pos_in = indptr[rows_in][:, None] + np.arange(k)
-        indices[pos_in] = src_cells[cell[rows_in]]
-        data[pos_in] = lam[rows_in]
-        if extrapolated.any():
+        kernels.fill_located_rows(cell, lam, src_cells, indptr, indices, data)
+        del cell, lam
+        if len(rows_out):
             used = np.unique(src_cells)
-            _, nearest = cKDTree(src_points[used]).query(dst_points[extrapolated])
-            rows_out = np.flatnonzero(extrapolated)
+            _, nearest = cKDTree(src_points[used]).query(dst_points[rows_out])
             indices[indptr[rows_out]] = used[nearest]
             data[indptr[rows_out]] = 1.0
+        if index_type == np.int32:
+            indptr = indptr.astype(np.int32)
         matrix = sp.csr_matrix((data, indices, indptr), shape=(n_dst, n_src))
         return cls(matrix=matrix, extrapolated=extrapolated)
 
@@ -137,6 +147,8 @@ class InterpolationOperator:
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], method: str = METHOD) -> InterpolationOperator:
         """Inverse of :meth:`arrays`, for arrays that :func:`operator_problem` accepted."""
+        import scipy.sparse as sp
+
         shape = (int(arrays["op_shape"][0]), int(arrays["op_shape"][1]))
         matrix = sp.csr_matrix((arrays["op_data"], arrays["op_indices"], arrays["op_indptr"]), shape=shape)
         return cls(matrix=matrix, extrapolated=arrays["extrapolated"], method=method)
@@ -176,15 +188,25 @@ class InterpolationOperator:
     def apply(self, fields: np.ndarray, dtype: np.dtype | type | None = None) -> np.ndarray:
         """Interpolate ``fields`` of shape (..., N_src, F) to (..., N_dst, F).
 
-        One sparse product per frame: it needs no transposed copy of the whole array,
-        and frame by frame is what a memory-mapped or streamed input wants anyway.
+        Every output value is :math:`\\sum_j W_{ij} f_j` summed in float64 in the stored
+        order of row i and rounded once to ``dtype`` (default: the fields' dtype), the same
+        numbers as one scipy sparse product per frame.  Floating-point fields go through a
+        compiled loop that runs threads over blocks of rows, all frames per block, writing
+        the output once and never a float64 copy of it.
         """
         fields = np.asarray(fields)
         *lead, n_src, n_f = fields.shape
         if n_src != self.matrix.shape[1]:
             raise ValueError(f"fields have {n_src} nodes, operator expects {self.matrix.shape[1]}")
+        out_type = np.dtype(dtype or fields.dtype)
         flat = fields.reshape(-1, n_src, n_f)
-        out = np.empty((len(flat), self.matrix.shape[0], n_f), dtype=dtype or fields.dtype)
-        for i, frame in enumerate(flat):
-            out[i] = self.matrix @ frame
+        out = np.empty((len(flat), self.matrix.shape[0], n_f), dtype=out_type)
+        m = self.matrix
+        if fields.dtype in _COMPILED and out_type in _COMPILED and m.data.dtype == np.float64:
+            from meshsr.interp import kernels
+
+            kernels.csr_frames(m.indptr, m.indices, m.data, np.ascontiguousarray(flat), out, _ROW_BLOCK)
+        else:
+            for i, frame in enumerate(flat):
+                out[i] = m @ frame
         return out.reshape(*lead, self.matrix.shape[0], n_f)

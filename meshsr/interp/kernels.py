@@ -1,0 +1,186 @@
+r"""Compiled loops (numba) behind point location and the operator's product.
+
+Imported only by the functions that use them, so importing :mod:`meshsr.interp`
+(and the workflow's parse) neither loads numba nor compiles anything.  Every kernel is
+compiled once per argument types and cached on disk (``cache=True``); the first call
+in a fresh checkout pays the compile time (a few seconds), later processes load it.
+
+Location, per cell :math:`K = [v_0, \dots, v_D]`: :math:`E = [v_1 - v_0, \dots]`,
+:math:`\lambda_{1..D} = E^{-1}(x - v_0)` summed over :math:`j` in increasing order,
+:math:`\lambda_0 = 1 - \sum_{i \ge 1} \lambda_i`; the score of a cell is
+:math:`\min_i \lambda_i`, and a query takes the first cell (in its bucket's ascending
+cell order) with the largest score, if that score is :math:`\ge -\mathrm{tol}`.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+_PAR = {"parallel": True, "cache": True, "nogil": True}
+_SEQ = {"cache": True, "nogil": True}
+
+
+@nb.njit(**_SEQ)
+def _bin(x: float, origin: float, h: float, size: int) -> int:
+    """Grid index of coordinate ``x``: floor((x - origin) / h) clipped to [0, size - 1]."""
+    f = np.floor((x - origin) / h)
+    if not f >= 0.0:  # negative or NaN
+        return 0
+    if f >= size - 1:
+        return size - 1
+    return int(f)
+
+
+@nb.njit(**_PAR)
+def cell_edges(points, cells, edges, box):  # pragma: no cover - compiled
+    """Per cell: ``edges[c]`` = E (columns v_i - v_0) and ``box[c]`` = its bounding-box volume."""
+    n, k = cells.shape
+    d = k - 1
+    for c in nb.prange(n):
+        v0 = cells[c, 0]
+        volume = 1.0
+        for j in range(d):
+            lo = points[v0, j]
+            hi = lo
+            for i in range(1, k):
+                v = points[cells[c, i], j]
+                edges[c, j, i - 1] = v - points[v0, j]
+                lo = min(lo, v)
+                hi = max(hi, v)
+            volume *= hi - lo
+        box[c] = volume
+
+
+@nb.njit(**_SEQ)
+def _box(points, cells, c, origin, h, shape, ilo, ihi) -> int:
+    """Grid index range [ilo, ihi] of cell ``c``'s bounding box; returns the number of buckets in it."""
+    count = 1
+    for j in range(points.shape[1]):
+        lo = points[cells[c, 0], j]
+        hi = lo
+        for i in range(1, cells.shape[1]):
+            v = points[cells[c, i], j]
+            lo = min(lo, v)
+            hi = max(hi, v)
+        ilo[j] = _bin(lo, origin[j], h, shape[j])
+        ihi[j] = _bin(hi, origin[j], h, shape[j])
+        count *= ihi[j] - ilo[j] + 1
+    return count
+
+
+@nb.njit(**_SEQ)
+def cell_buckets(points, cells, ids, origin, h, shape):  # pragma: no cover - compiled
+    """Buckets as CSR: ``starts`` (buckets + 1) and the cells ``ids`` whose bounding box meets each
+    bucket, in ascending order of ``ids`` within a bucket (``ids`` must be ascending)."""
+    d = points.shape[1]
+    n_buckets = 1
+    for j in range(d):
+        n_buckets *= shape[j]
+    starts = np.zeros(n_buckets + 1, np.int64)
+    ilo = np.empty(d, np.int64)
+    ihi = np.empty(d, np.int64)
+    cur = np.empty(d, np.int64)
+    for rep in range(2):
+        if rep == 1:
+            for b in range(n_buckets):
+                starts[b + 1] += starts[b]
+            fill = starts[:-1].copy()
+            members = np.empty(starts[n_buckets], np.int32)
+        for c in ids:
+            count = _box(points, cells, c, origin, h, shape, ilo, ihi)
+            cur[:] = ilo
+            for _ in range(count):
+                b = 0
+                for j in range(d):
+                    b = b * shape[j] + cur[j]
+                if rep == 0:
+                    starts[b + 1] += 1
+                else:
+                    members[fill[b]] = c
+                    fill[b] += 1
+                j = d - 1
+                while j >= 0:  # odometer over the box, last axis fastest
+                    cur[j] += 1
+                    if cur[j] <= ihi[j]:
+                        break
+                    cur[j] = ilo[j]
+                    j -= 1
+    return starts, members
+
+
+@nb.njit(**_SEQ)
+def _score(packed, c, x, lam) -> float:
+    """Smallest barycentric coordinate of ``x`` in cell ``c``; writes all D+1 of them to ``lam``."""
+    d = x.shape[0]
+    total = 0.0
+    low = np.inf
+    for i in range(d):
+        acc = 0.0
+        for j in range(d):
+            acc += packed[c, d + i * d + j] * (x[j] - packed[c, j])
+        lam[i + 1] = acc
+        total += acc
+        low = min(low, acc)
+    lam[0] = 1.0 - total
+    return min(lam[0], low)
+
+
+@nb.njit(**_PAR)
+def locate_in_buckets(queries, packed, starts, members, origin, h, shape, tol, cell, lam):  # pragma: no cover
+    """Containing cell (or -1) and barycentric coordinates of every query (see the module docstring)."""
+    n, d = queries.shape
+    n_chunks = (n + 1023) // 1024
+    for chunk in nb.prange(n_chunks):
+        work = np.empty(d + 1)
+        for q in range(chunk * 1024, min(n, chunk * 1024 + 1024)):
+            b = 0
+            for j in range(d):
+                b = b * shape[j] + _bin(queries[q, j], origin[j], h, shape[j])
+            best = -np.inf
+            best_c = -1
+            for p in range(starts[b], starts[b + 1]):
+                s = _score(packed, members[p], queries[q], work)
+                if s > best:
+                    best = s
+                    best_c = members[p]
+            if best_c >= 0 and best >= -tol:
+                cell[q] = best_c
+                _score(packed, best_c, queries[q], lam[q])
+            else:
+                cell[q] = -1
+                lam[q, :] = 0.0
+
+
+@nb.njit(**_PAR)
+def fill_located_rows(cell, lam, cells, indptr, indices, data):  # pragma: no cover - compiled
+    """Row q of a located query: the D+1 vertices of its cell and its barycentric coordinates."""
+    k = cells.shape[1]
+    for q in nb.prange(cell.shape[0]):
+        c = cell[q]
+        if c >= 0:
+            p = indptr[q]
+            for i in range(k):
+                indices[p + i] = cells[c, i]
+                data[p + i] = lam[q, i]
+
+
+@nb.njit(**_PAR)
+def csr_frames(indptr, indices, data, x, out, block):  # pragma: no cover - compiled
+    """``out[b] = W @ x[b]`` for every frame b, W in CSR; sums in float64 in stored order, rounded once.
+
+    Threads take blocks of ``block`` rows and run through all frames for them, so a block's
+    weights stay in cache while its rows of every frame are written.
+    """
+    n_frames, n_rows, n_f = out.shape
+    n_blocks = (n_rows + block - 1) // block
+    for ib in nb.prange(n_blocks):
+        r0 = ib * block
+        r1 = min(r0 + block, n_rows)
+        for b in range(n_frames):
+            for r in range(r0, r1):
+                for f in range(n_f):
+                    acc = 0.0
+                    for jj in range(indptr[r], indptr[r + 1]):
+                        acc += data[jj] * x[b, indices[jj], f]
+                    out[b, r, f] = acc
