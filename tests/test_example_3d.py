@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy.interpolate import LinearNDInterpolator
 
+from meshsr.errors import InputError
 from meshsr.example.cube import lattice_size, make_mesh, signed_volumes, velocity
 from meshsr.example.settings import DIM_DEFAULTS, ExampleSettings
 from meshsr.example.solver import generate_example, simulate
@@ -91,3 +92,16 @@ def test_solution_converges_under_mesh_refinement():
         errors.append(np.linalg.norm(values - truth) / np.linalg.norm(truth))
     assert errors[1] < 0.7 * errors[0], errors
     assert errors[0] > 0.05  # the coarse mesh is visibly coarse: a real super-resolution target
+
+
+def test_bundle_checks_refuse_a_tilted_flat_tetrahedron_but_keep_the_example_slivers(tmp_path):
+    """The degeneracy rule is relative to the bounding box, so a flat tetrahedron in a tilted plane is caught too."""
+    points, cells = make_mesh(500, 1)
+    fields = np.zeros((1, 1, len(points), 1))
+    np.savez(tmp_path / "ok.npz", points=points, cells=cells, fields=fields)
+    assert len(load_bundle(tmp_path / "ok.npz").cells) == len(cells)  # thinnest: |det E| ~ 1e-3 h^3
+    tilted = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1 / 3, 1 / 3, 1 / 3], [1.0, 1.0, 1.0]])
+    cells = np.array([[0, 1, 2, 4], [0, 1, 2, 3]])  # the second lies in the plane x + y + z = 1
+    np.savez(tmp_path / "flat.npz", points=tilted, cells=cells, fields=np.zeros((1, 1, 5, 1)))
+    with pytest.raises(InputError, match=r"1 of 2 cells are degenerate .*first: cells \[1\]"):
+        load_bundle(tmp_path / "flat.npz")
