@@ -9,12 +9,14 @@ import meshio
 import numpy as np
 import pytest
 
+from meshsr.config import check_config, load_schema
 from meshsr.errors import InputError
 from meshsr.interp.operator import InterpolationOperator
 from meshsr.mesh.bundle import load_bundle
 from meshsr.mesh.sources import entry_files, read_entry, save_canonical, simplices
 
 RNG = np.random.default_rng(7)
+REPO = Path(__file__).resolve().parents[1]
 
 
 def grid(n: int = 6, z: bool = True):
@@ -213,9 +215,9 @@ def test_one_hexahedron_splits_alike_from_every_lowest_vertex():
 @pytest.mark.parametrize(
     ("cells", "named"),
     [
-        ([("wedge", np.array([[0, 1, 2, 3, 4, 5]]))], "'wedge'"),
-        ([("line", np.array([[0, 1], [1, 2]]))], "cell types: line"),
-        ([("triangle6", np.array([[0, 1, 2, 3, 4, 5]]))], "'triangle6'"),
+        pytest.param([("wedge", np.array([[0, 1, 2, 3, 4, 5]]))], "'wedge'", id="wedge"),
+        pytest.param([("line", np.array([[0, 1], [1, 2]]))], "cell types: line", id="lines-only"),
+        pytest.param([("triangle6", np.array([[0, 1, 2, 3, 4, 5]]))], "'triangle6'", id="quadratic"),
     ],
 )
 def test_other_cell_types_are_refused_naming_the_type(tmp_path, cells, named):
@@ -254,6 +256,28 @@ def test_simulations_with_other_fields_or_frame_counts_are_refused(tmp_path):
     meshio.write(tmp_path / "c_1.vtu", meshio.Mesh(points, [("triangle", tris)], {"c": points[:, 0]}))
     with pytest.raises(InputError, match="has 2 frames, simulation 0 has 1"):
         read_entry({"simulations": [str(tmp_path / "a.vtu"), str(tmp_path / "c_*.vtu")]})
+
+
+def test_simulations_written_at_other_times_are_refused(tmp_path):
+    points, _, tris = grid()
+    for s, dt in enumerate((0.1, 0.2)):
+        write_pvd(tmp_path / f"sim{s}.pvd", [(dt * k, f"f{k}.vtu") for k in range(2)])
+    for k in range(2):
+        meshio.write(tmp_path / f"f{k}.vtu", meshio.Mesh(points, [("triangle", tris)], {"c": points[:, 0]}))
+    with pytest.raises(InputError, match="simulation 1 has other frame times than simulation 0") as info:
+        read_entry({"simulations": [str(tmp_path / "sim0.pvd"), str(tmp_path / "sim1.pvd")]})
+    assert info.value.path == str(tmp_path / "sim1.pvd")
+
+
+def test_the_schema_takes_a_path_or_a_mapping_of_simulations():
+    schema = load_schema(REPO / "config" / "config.schema.yaml")
+    good = {"coarse": "runs/c.npz", "fine": {"simulations": ["runs/f0.xdmf", "runs/f*.vtu"], "fields": ["c"]}}
+    assert check_config({"meshes": good}, schema) == []
+    bad = {"coarse": "runs/c.npz", "fine": {"simulation": ["runs/f0.xdmf"]}}
+    assert check_config({"meshes": bad}, schema) == [
+        "config key 'meshes.fine.simulation': unknown; did you mean 'simulations'? (valid: simulations, fields)",
+        "config key 'meshes.fine.simulations': missing; add it (one meshio source per simulation, in order)",
+    ]
 
 
 def test_non_finite_point_data_are_refused_naming_the_frame_file(tmp_path):

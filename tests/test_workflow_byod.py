@@ -134,3 +134,18 @@ def test_quoted_commands_repeat_the_command_lines_config_files_and_words(monkeyp
     assert rebuild_command("my cache/a_b.npz").endswith("--config train.epochs=3 'cache_dir=my cache'")
     monkeypatch.setenv(RUN_OPTIONS, run_options([], None))
     assert rebuild_command("big/a_b.npz") == "snakemake --cores 1 --force big/a_b.npz --config cache_dir=big"
+
+
+def test_a_meshio_source_that_is_not_there_stops_the_run_before_any_job(tmp_path):
+    wf = copy_workflow(tmp_path / "wf")
+    config = {"meshes": {"coarse": "runs/coarse.vtu", "fine": "runs/fine/frame_*.vtu"}}
+    (wf.root / "bad.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake(wf, ["snakemake", "--cores", "1", "caches", "--configfile", "bad.yaml", "-n"], check=False)
+    assert proc.returncode != 0
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("ERROR ")]
+    assert errors == [
+        "ERROR config key 'meshes.coarse': runs/coarse.vtu: file does not exist; correct the path or write the file "
+        "there",
+        "ERROR config key 'meshes.fine': runs/fine/frame_*.vtu: glob pattern matches no file; correct the pattern or "
+        "write the frames there",
+    ]
