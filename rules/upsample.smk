@@ -9,74 +9,6 @@
 # training arrays are never read); without it the operator is built in the job. A user's run
 # (or its ingested bundle) is ancient() and its content digest is a param, as for the cache
 # inputs: a changed run reruns, a touched one does not. `device` and `threads` are run-time resources.
-from types import SimpleNamespace
-
-UPSAMPLE = config.get("upsample") or {}
-UPSAMPLED_DIR = "results/upsampled"
-
-
-wildcard_constraints:
-    name="[A-Za-z0-9-]+",
-
-
-def upsampled_file(name, ext):
-    return f"{UPSAMPLED_DIR}/{name}.{ext}"
-
-
-def all_upsamples(wildcards=None):
-    return [upsampled_file(name, ext) for name in UPSAMPLE for ext in ("xdmf", "npz")]
-
-
-def upsample_entry(name):
-    if name not in UPSAMPLE:
-        known = ", ".join(UPSAMPLE) or "none"
-        stop_planning(f"config key 'upsample': no run {name!r} (configured: {known}); add it to config 'upsample'")
-    return UPSAMPLE[name]
-
-
-def upsample_pair(name):
-    """(source, target) of the run's pair; stops planning on a pair that is not one of config 'meshes'."""
-    src, dst = upsample_entry(name)["pair"]
-    if (src, dst) not in ordered_pairs():
-        stop_planning(
-            f"config key 'upsample.{name}.pair': no pair [{src}, {dst}]; name two resolutions of config "
-            f"'meshes', coarser first ({' < '.join(RESOLUTIONS)})"
-        )
-    return src, dst
-
-
-def upsample_run(name):
-    """The bundle the job reads: the input itself (.npz), or what ingest_mesh makes of it (upsample-{name})."""
-    entry = upsample_entry(name)["input"]
-    problem = entry_problem(f"upsample.{name}.input", entry)
-    if problem:
-        stop_planning(problem)
-    return bundle_for(f"upsample-{name}", entry)
-
-
-def upsample_inputs(wildcards):
-    src, dst = upsample_pair(wildcards.name)
-    run = upsample_run(wildcards.name)
-    inputs = {
-        "run": run if is_example(run) else ancient(run),
-        "model": model_file(src, dst),
-        "src": cache_input(src),
-        "dst": cache_input(dst),
-    }
-    if USE_CACHE:
-        inputs["cache"] = pair_cache(src, dst)
-    return inputs
-
-
-def upsample_digests(wildcards):
-    """Content of the run, and of the pair's inputs when no cache (a normal input) stands for them."""
-    run = upsample_run(wildcards.name)
-    digest = file_identity(memoised_sha256(run, HASH_MEMO)) if os.path.exists(run) else "not-yet-built"
-    src, dst = upsample_pair(wildcards.name)
-    pair = "from the pair cache" if USE_CACHE else pair_fingerprint(SimpleNamespace(src=src, dst=dst))
-    return f"run {digest}; pair {pair}"
-
-
 rule upsample:
     input:
         unpack(upsample_inputs),
@@ -84,6 +16,8 @@ rule upsample:
         xdmf=upsampled_file("{name}", "xdmf"),
         h5=upsampled_file("{name}", "h5"),
         npz=upsampled_file("{name}", "npz"),
+    wildcard_constraints:
+        name="[A-Za-z0-9-]+",
     params:
         pair=lambda wc: list(upsample_pair(wc.name)),
         simulation=lambda wc: upsample_entry(wc.name)["simulation"],
