@@ -102,7 +102,7 @@ def test_a_schema_problem_is_one_line_naming_the_key(schema, changes, line):
 
 def test_missing_meshes_say_what_to_add(schema):
     assert check_config({}, schema) == [
-        "config key 'meshes': missing; add it (resolution name -> mesh bundle path, coarsest first)"
+        "config key 'meshes': missing; add it (resolution name -> mesh input, coarsest first)"
     ]
 
 
