@@ -107,3 +107,11 @@ def test_a_bad_upsample_entry_stops_planning_in_one_line(workflow, entry, line):
     assert proc.returncode != 0
     assert [x for x in (proc.stdout + proc.stderr).splitlines() if x.startswith("ERROR")] == [line]
     assert not (workflow.root / "results" / "upsampled").exists()
+
+
+def test_without_a_cache_an_upsample_plans_no_cache_job(workflow):
+    run = {"input": "results/example/coarse.npz", "pair": ["coarse", "fine"]}
+    upsample_config(workflow, **{"new-run": run})
+    workflow.update_config(use_cache=False)
+    jobs = workflow.planned_jobs("results/upsampled/new-run.xdmf")
+    assert jobs == {"example_data": 2, "train_model": 1, "upsample": 1}
