@@ -372,6 +372,14 @@ except InputError as exc:
 USE_CACHE = config["use_cache"]  # the schema's default fills it in
 
 
+def gpus(processes=1):
+    """GPUs a training or evaluation job asks a cluster for (resource `gpu`): one per process with train.device cuda.
+
+    profiles/slurm turns it into `sbatch --gpus=N`; `auto` asks for none (it uses a GPU where there is one).
+    """
+    return processes if TRAIN.run.device == "cuda" else 0
+
+
 def model_file(src, dst):
     return f"results/models/{src}_{dst}.pt"
 

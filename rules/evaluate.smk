@@ -40,6 +40,7 @@ rule evaluate_model:
     resources:
         mem_mb=lambda wc, input: 2000 + int(4 * input.size_mb),
         device=TRAIN.run.device,
+        gpu=gpus(),
     conda:
         ENV
     script:

@@ -31,6 +31,7 @@ rule train_model:
     resources:
         mem_mb=lambda wc, input: 2000 + int(12 * input.size_mb),
         device=TRAIN.run.device,
+        gpu=gpus(TRAIN.run.processes),
     conda:
         ENV
     script:
