@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import meshio
 import numpy as np
 import pandas as pd
 import pytest
@@ -57,6 +58,25 @@ def test_metrics_compare_the_model_with_interpolation(run_3d):
     assert (train["rel_l2_model"] < train["rel_l2_interp"]).all()  # fitted there: it must beat interpolation
     frames = pd.read_csv(wf.root / "results/metrics/coarse_fine.frames.csv")
     assert np.isfinite(frames[["rel_l2_interp", "rel_l2_model"]].to_numpy()).all()
+
+
+def test_the_held_out_run_is_upsampled_to_a_tetrahedral_xdmf(run_3d):
+    wf, config = run_3d
+    fine = load_bundle(wf.root / "results/example/fine.npz")
+    with np.load(wf.root / "results/upsampled/test-run.npz", allow_pickle=False) as npz:
+        prediction, baseline = npz["fields"], npz["baseline"]
+    with np.load(wf.root / "results/metrics/coarse_fine_panel.npz", allow_pickle=False) as panel:
+        assert int(panel["simulation"]) == config["upsample"]["test-run"]["simulation"]
+        np.testing.assert_array_equal(prediction[0], panel["prediction"])  # the predictions behind the metrics
+        np.testing.assert_array_equal(baseline[0], panel["interp"])
+    with meshio.xdmf.TimeSeriesReader(wf.root / "results/upsampled/test-run.xdmf") as reader:
+        points, cells = reader.read_points_cells()
+        assert [block.type for block in cells] == ["tetra"] and len(cells[0].data) == len(fine.cells)
+        np.testing.assert_allclose(points, fine.points)
+        assert reader.num_steps == fine.n_frames
+        time, point_data, _ = reader.read_data(fine.n_frames - 1)
+    assert time == pytest.approx(fine.times[-1])
+    np.testing.assert_array_equal(point_data["heat_prediction"], prediction[0, -1, :, fine.field_names.index("heat")])
 
 
 def test_plots_are_written_and_the_run_is_complete(run_3d):
