@@ -64,8 +64,12 @@ rule pair_cache:
 
 # Precompute: every pair cache and nothing else. Clear only the caches with
 #   snakemake --cores 1 caches --delete-all-output --allowed-rules pair_cache
+# On a cluster (profiles/slurm) these three run where Snakemake runs: the table is for the
+# terminal, and none of them is worth a queued job.
 localrules:
     caches,
+    cache_info,
+    cache_verify,
 
 
 rule caches:

@@ -4,8 +4,11 @@
 # The settings are checked when a training target is planned (rules/common.smk: train_pairs,
 # check_training), so a bad pair or a split the data cannot give fails before any job runs, and
 # never when only caches are asked for (the job checks the split again). The params carry only what the
-# model depends on (TRAIN.fit, meshsr/learn/settings.py): changing it retrains. `device` and
-# `threads` are run-time resources, never provenance; `panel_frame` belongs to the plot rule and
+# model depends on (TRAIN.fit, meshsr/learn/settings.py, `precision` included): changing it retrains.
+# `device`, `threads` and `processes` are run-time resources, never provenance (processes > 1: the
+# script trains in that many DDP ranks under torchrun, each computing its share of the same batches,
+# so the model is the same up to rounding; each rank holds the data: memory scales with processes);
+# `panel_frame` belongs to the plot rule and
 # `pairs` to the workflow, so neither retrains an existing model. The job reads the pair cache
 # (a normal input: a rebuilt cache retrains) and both mesh bundles, taken as cache.smk
 # takes them (a user's file is ancient(); the cache's freshness check compares its
@@ -29,8 +32,9 @@ rule train_model:
         benchmarks("train/{src}_{dst}")
     threads: TRAIN.run.threads
     resources:
-        mem_mb=lambda wc, input: 2000 + int(12 * input.size_mb),
+        mem_mb=lambda wc, input: TRAIN.run.processes * (2000 + int(12 * input.size_mb)),
         device=TRAIN.run.device,
+        processes=TRAIN.run.processes,
         gpu=gpus(TRAIN.run.processes),
     conda:
         ENV

@@ -1,11 +1,16 @@
-"""Snakemake entry point: train the residual super-resolution model of one resolution pair."""
+"""Snakemake entry point: train the residual super-resolution model of one resolution pair.
+
+With resources ``processes`` > 1 the job runs itself again as that many DDP ranks under torchrun
+(:func:`meshsr.learn.distributed.run_under_torchrun`); their output goes to this job's log.
+"""
 
 from meshsr.jobs import job_logging
+from meshsr.learn.distributed import run_under_torchrun
 from meshsr.learn.training import train_job
 from meshsr.provenance.digests import WORKFLOW_MEMO
 
 with job_logging(snakemake.log[0]) as log:  # noqa: F821 (snakemake injects it)
-    train_job(
+    job = dict(
         source=snakemake.wildcards.src,  # noqa: F821
         target=snakemake.wildcards.dst,  # noqa: F821
         src_path=snakemake.input.src,  # noqa: F821
@@ -17,5 +22,9 @@ with job_logging(snakemake.log[0]) as log:  # noqa: F821 (snakemake injects it)
         device=snakemake.resources.device,  # noqa: F821
         threads=snakemake.threads,  # noqa: F821
         memo=WORKFLOW_MEMO,
-        log=log,
     )
+    processes = int(snakemake.resources.get("processes", 1))  # noqa: F821
+    if processes > 1:
+        run_under_torchrun(job, processes, log)
+    else:
+        train_job(**job, log=log)
