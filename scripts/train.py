@@ -1,6 +1,6 @@
 """Snakemake entry point: train the residual super-resolution model of one resolution pair.
 
-With resources ``processes`` > 1 the job runs itself again as that many DDP ranks under torchrun
+With resources ``processes`` > 1 the job trains in that many DDP ranks that torchrun starts
 (:func:`meshsr.learn.distributed.run_under_torchrun`); their output goes to this job's log.
 """
 

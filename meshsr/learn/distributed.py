@@ -147,12 +147,12 @@ def _worker(spec: str) -> None:
     log = logging.getLogger("meshsr")
     try:
         train_job(**job, log=log, progress=False)
-    except InputError as exc:
+    except InputError as exc:  # every rank checks the same inputs and refuses them alike
         print(f"ERROR {exc}", flush=True)
         sys.exit(1)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    if dist.is_initialized():
+        dist.barrier()  # the other ranks wait for rank 0's writes, then all leave together
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
