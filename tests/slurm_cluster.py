@@ -24,8 +24,9 @@ from pathlib import Path
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 PACKAGES = ("slurmctld", "slurmd", "munge", "slurm-client")
-CLIENT = ("sbatch", "squeue", "srun", "scontrol", "sinfo")
+CLIENT = ("sbatch", "squeue", "srun", "scontrol", "sinfo", "munge")
 RUN_CONF = "/run/slurm/conf"
+SYSTEM_CONF = "/etc/slurm/slurm.conf"
 MUNGE_SOCKET = "/run/munge/munge.socket.2"
 
 
@@ -62,6 +63,8 @@ def why_unavailable() -> str | None:
         return "Slurm runs on Linux only"
     if os.geteuid() != 0:
         return "starting slurmd needs root (it launches jobs as their users)"
+    if os.path.exists(SYSTEM_CONF):
+        return f"this machine has its own Slurm ({SYSTEM_CONF}), which jobs' srun would read; the test leaves it alone"
     return install()
 
 
@@ -94,7 +97,8 @@ class SlurmCluster:
         # munged's default socket: slurmd asks slurmctld for slurm.conf (configless) before it
         # knows any AuthInfo, so the default is the one every daemon and command can use.
         self.socket = Path(MUNGE_SOCKET)
-        self.pids: dict[str, int] = {}
+        self.pids: dict[str, int] = {}  # the daemons this object started, in start order
+        self._procs: dict[str, subprocess.Popen] = {}
         self.port = _free_port()
 
     def env(self) -> dict[str, str]:
@@ -144,13 +148,16 @@ PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
 """
         )
 
-    def _spawn(self, name: str, args: list[str], pidfile: Path | None) -> None:
-        log = open(self.root / "log" / f"{name}.out", "w")  # noqa: SIM115 (kept open for the daemon)
-        proc = subprocess.Popen(
-            [_sbin(name) or name, *args], stdout=log, stderr=subprocess.STDOUT, env=self.env(), start_new_session=True
-        )
+    def _spawn(self, name: str, args: list[str]) -> None:
+        with open(self.root / "log" / f"{name}.out", "w") as log:
+            proc = subprocess.Popen(
+                [_sbin(name) or name, *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env(),
+                start_new_session=True,
+            )
         self.pids[name] = proc.pid
-        self._procs = getattr(self, "_procs", {})
         self._procs[name] = proc
 
     def _wait(self, what: str, ready, timeout: float = 60) -> None:
@@ -158,7 +165,7 @@ PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
         while time.monotonic() < deadline:
             if ready():
                 return
-            dead = [n for n, p in getattr(self, "_procs", {}).items() if p.poll() is not None]
+            dead = [n for n, p in self._procs.items() if p.poll() is not None]
             if dead:
                 break
             time.sleep(0.3)
@@ -175,29 +182,27 @@ PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
     def start(self) -> SlurmCluster:
         self._write_files()
         m = self.root / "munge"
-        if munge_works():
-            raise RuntimeError(f"a munged not started here already serves {MUNGE_SOCKET}; stop it first")
-        self.socket.parent.mkdir(parents=True, exist_ok=True)
-        self._spawn(
-            "munged",
-            [
-                "--foreground",
-                "--force",
-                f"--socket={self.socket}",
-                f"--key-file={m / 'munge.key'}",
-                f"--pid-file={m / 'munged.pid'}",
-                f"--seed-file={m / 'munged.seed'}",
-                f"--log-file={self.root / 'log' / 'munged.log'}",
-            ],
-            None,
-        )
-        self._wait("munged", munge_works)
-        self._spawn("slurmctld", ["-D", "-f", str(self.conf)], None)
+        if not munge_works():  # a munged the system runs already is used as it is (and left running)
+            self.socket.parent.mkdir(parents=True, exist_ok=True)
+            self._spawn(
+                "munged",
+                [
+                    "--foreground",
+                    "--force",
+                    f"--socket={self.socket}",
+                    f"--key-file={m / 'munge.key'}",
+                    f"--pid-file={m / 'munged.pid'}",
+                    f"--seed-file={m / 'munged.seed'}",
+                    f"--log-file={self.root / 'log' / 'munged.log'}",
+                ],
+            )
+            self._wait("munged", munge_works)
+        self._spawn("slurmctld", ["-D", "-f", str(self.conf)])
         self._wait("slurmctld", lambda: self._client_ok("scontrol", "ping"))
         # Configless: slurmd fetches slurm.conf from slurmctld and links it at /run/slurm/conf,
         # where srun inside a job finds it (the jobstep plugin drops SLURM_CONF from srun's
         # environment, as on a real cluster, whose nodes have their own slurm.conf).
-        self._spawn("slurmd", ["-D", "--conf-server", f"{self.node}:{self.port}", "-N", self.node], None)
+        self._spawn("slurmd", ["-D", "--conf-server", f"{self.node}:{self.port}", "-N", self.node])
         self._wait("slurmd", lambda: self._client_ok("sinfo", "--noheader", "--states=idle", "--format=%n"))
         return self
 
