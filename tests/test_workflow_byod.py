@@ -8,6 +8,7 @@ import shlex
 import shutil
 import subprocess
 
+import h5py
 import numpy as np
 import pytest
 import yaml
@@ -149,3 +150,22 @@ def test_a_meshio_source_that_is_not_there_stops_the_run_before_any_job(tmp_path
         "ERROR config key 'meshes.fine': runs/fine/frame_*.vtu: glob pattern matches no file; correct the pattern or "
         "write the frames there",
     ]
+
+
+def test_caches_follow_the_ingested_bundles_content_not_the_ingestion_job(byod, tmp_path):
+    """A rerun of ingest_mesh that writes the same bundle rebuilds no cache; new source data rebuild it in that run."""
+    wf = byod.clone(tmp_path / "wf")
+    cache = wf.root / "results" / "my-cache" / "coarse_fine.npz"
+    bundle = wf.root / "results" / "inputs" / "fine.npz"
+    built, ingested = cache.stat().st_mtime_ns, bundle.read_bytes()
+    rerun = ["snakemake", "--cores", "2", "caches", "--configfile", "my.yaml", "--forcerun", "ingest_mesh"]
+    proc = snakemake(wf, rerun)
+    assert "ingest_mesh" in proc.stdout + proc.stderr and bundle.read_bytes() == ingested
+    assert cache.stat().st_mtime_ns == built  # same bytes: same key, no rebuild
+    with h5py.File(wf.root / "runs" / "fine" / "sim1.h5", "r+") as h5:  # new solver output for one simulation
+        step = sorted(k for k in h5 if k.startswith("data"))[-1]
+        h5[step][0] += 1.0
+    snakemake(wf, ["snakemake", "--cores", "2", "caches", "--configfile", "my.yaml"])
+    assert bundle.read_bytes() != ingested and cache.stat().st_mtime_ns != built  # rebuilt in the same run
+    jobs, _ = dry_run(wf, "caches", "--configfile", "my.yaml")
+    assert jobs == {}
