@@ -19,6 +19,8 @@ checkpoint ingest_mesh:
     params:
         entry=lambda wc: ingest_entry(wc.name),
         code=code_of("ingest_mesh"),
+    wildcard_constraints:
+        name="[A-Za-z0-9-]+",
     log:
         logs("inputs/{name}"),
     benchmark:
