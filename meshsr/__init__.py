@@ -6,8 +6,10 @@ checks these rules; every package may use ``meshsr.errors`` and ``meshsr.atomic`
 ========================  ==========================================================  ==========================
 subpackage                holds                                                       may import
 ========================  ==========================================================  ==========================
-``meshsr.provenance``     content digests of files, fingerprints of library code      nothing else
-``meshsr.mesh``           bundles (contract 1), simplex geometry, gradient recovery   nothing else
+``meshsr.provenance``     content digests of files, fingerprints of library code,     nothing else
+                          the command that rebuilds an output
+``meshsr.mesh``           bundles (contract 1), users' meshio files read into         nothing else
+                          bundles, simplex geometry, gradient recovery
 ``meshsr.interp``         point location and the interpolation operator               mesh
 ``meshsr.cache``          pair caches (contract 3): format, building, freshness,      mesh, interp, provenance,
                           inventory                                                   evaluate.norms
