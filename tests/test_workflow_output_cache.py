@@ -53,7 +53,10 @@ def text(proc) -> str:
 
 
 def built_here_and_stored(wf: Workflow, store: Path) -> Path:
-    """Run the caches with --cache (after the targets: it takes rule names); the cache was built by its job and now links to its store entry."""
+    """Run the caches with --cache (after the targets: it takes rule names).
+
+    The cache was built by its job here and now links to its store entry.
+    """
     out = text(wf.run("caches", "--cache"))
     assert f"Moving output file {CACHE} to cache" in out, out
     assert "cache key: " in (wf.root / CACHE_LOG).read_text()  # the job ran here
