@@ -29,6 +29,12 @@ rule evaluate_model:
         ),
         frames=metrics_file("{src}", "{dst}", "frames.csv"),
         panel=f"results/metrics/{{src}}_{{dst}}_panel.npz",
+        headline=report(
+            metrics_file("{src}", "{dst}", "headline.csv"),
+            caption="../report/headline.rst",
+            category=PAIR_CATEGORY,
+            subcategory="metrics",
+        ),
     params:
         input_digests=lambda wc: "from the pair cache" if USE_CACHE else pair_fingerprint(wc),
         code=code_of("evaluate_model"),

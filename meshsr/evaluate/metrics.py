@@ -54,6 +54,7 @@ class Evaluation:
     summary: pd.DataFrame  # one row per split and field, plus the field mean
     panel: dict[str, np.ndarray]  # every frame (T, N, F) of one held-out simulation; the plot picks one
     splits: str = ""  # which simulations and frames each split holds (Splits.describe)
+    held_out: str = ""  # the test data in a few words ("simulation(s) 5", "frames 38-47 of simulation 0")
 
 
 def check_model_matches(trained: TrainedModel, data: PairData, builder: FeatureBuilder, path: str | Path) -> None:
@@ -225,7 +226,32 @@ def evaluate_pair(
             panel = one.panel(names)
     summary = _summary(pooled, names)
     _log_test_split(summary, log)
-    return Evaluation(pd.DataFrame(rows, columns=METRIC_COLUMNS), pd.DataFrame(frame_rows), summary, panel, described)
+    metrics, frames = pd.DataFrame(rows, columns=METRIC_COLUMNS), pd.DataFrame(frame_rows)
+    return Evaluation(metrics, frames, summary, panel, described, _held_out(splits))
+
+
+def _held_out(splits: Splits) -> str:
+    if splits.by_frames:
+        return f"frames {frame_range(splits.test_frames)} of simulation {splits.train[0]}"
+    return f"simulation(s) {', '.join(str(s) for s in splits.test)}" if splits.test else "none"
+
+
+HEADLINE_COLUMNS = ["pair", "held out", "field", "interpolation rel. L2 [%]", "model rel. L2 [%]", "lower by"]
+
+
+def headline_table(evaluation: Evaluation, pair: str) -> pd.DataFrame:
+    """The report's table: the test split's pooled errors per field and their mean, as text for people.
+
+    Validation stands in when nothing is held out for the test (then named in ``held out``).
+    """
+    split = "test" if (evaluation.summary.split == "test").any() else "validation"
+    held = evaluation.held_out if split == "test" else "validation (no test data)"
+    rows = [
+        [pair, held, row.field, _number(100 * row.rel_l2_interp), _number(100 * row.rel_l2_model)]
+        + [_times(row.improvement)]
+        for row in evaluation.summary[evaluation.summary.split == split].itertuples()
+    ]
+    return pd.DataFrame(rows, columns=HEADLINE_COLUMNS)
 
 
 def _log_test_split(summary: pd.DataFrame, log: logging.Logger) -> None:
@@ -255,7 +281,7 @@ def _summary(pooled: dict[str, np.ndarray], field_names: list[str]) -> pd.DataFr
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
-def write_evaluation(evaluation: Evaluation, outputs: dict[str, str | Path], title: str) -> None:
+def write_evaluation(evaluation: Evaluation, outputs: dict[str, str | Path], title: str, pair: str = "") -> None:
     """Write every table and the panel simulation atomically; ``outputs`` as in :func:`evaluate_job`."""
     with atomic_open(outputs["metrics"]) as fh:
         evaluation.metrics.to_csv(fh, index=False)
@@ -264,6 +290,9 @@ def write_evaluation(evaluation: Evaluation, outputs: dict[str, str | Path], tit
     with atomic_open(outputs["html"]) as fh:
         fh.write(metrics_html_page(evaluation, title))
     atomic_savez(outputs["panel"], **evaluation.panel)
+    if "headline" in outputs:
+        with atomic_open(outputs["headline"]) as fh:
+            headline_table(evaluation, pair).to_csv(fh, index=False)
 
 
 def metrics_html_page(evaluation: Evaluation, title: str) -> str:
@@ -290,6 +319,10 @@ UNDEFINED_NOTE = (
 )
 
 
+def _number(value: float) -> str:
+    return UNDEFINED if np.isnan(value) else f"{value:.2f}"
+
+
 def _percent(value: float) -> str:
     return UNDEFINED if np.isnan(value) else f"{value:.4%}"
 
@@ -312,7 +345,8 @@ def evaluate_job(
     memo: str | Path | None = None,
     log: logging.Logger = log_default,
 ) -> Evaluation:
-    """The evaluate rule: ``outputs`` has the paths ``metrics``, ``html``, ``frames`` and ``panel``.
+    """The evaluate rule: ``outputs`` has the paths ``metrics``, ``html``, ``frames``, ``panel`` and ``headline``
+    (optional: the report's table, :func:`headline_table`).
 
     ``device`` and ``threads`` are this job's run-time settings; the model file's record of
     where it was trained is never read.
@@ -321,6 +355,6 @@ def evaluate_job(
     trained = TrainedModel.load(model_path)
     data = load_pair_data(source, target, src_path, dst_path, cache_path, rebuild, memo)
     evaluation = evaluate_pair(data, trained, model_path, device, log)
-    write_evaluation(evaluation, outputs, f"{source} -> {target}: relative L2 errors")
+    write_evaluation(evaluation, outputs, f"{source} -> {target}: relative L2 errors", f"{source} -> {target}")
     log.info("wrote %s", ", ".join(outputs.values()))
     return evaluation

@@ -151,10 +151,12 @@ def error_vs_time_figure(frames: pd.DataFrame, title: str, split: str = "test") 
             for method, column in (("interpolation", "rel_l2_interp"), ("model", "rel_l2_model")):
                 label = f"sim {sim}: {method}"
                 ax.plot(one[x], 100 * one[column], style, color=METHOD_COLOURS[method], label=label)
+        steps = np.diff(np.unique(rows[x]))
+        half = float(np.median(steps)) / 2 if len(steps) else 0.5
         for held, shade in HELD_OUT_SHADES.items():
             span = rows.loc[rows["split"] == held, x]
             if 0 < len(span) < len(rows):  # a block of frames of the simulations shown: a split by frames
-                ax.axvspan(span.min(), span.max(), color=shade, zorder=0, label=f"{held} frames")
+                ax.axvspan(span.min() - half, span.max() + half, color=shade, zorder=0, label=f"{held} frames")
         zero = int(rows["zero_truth"].sum()) if "zero_truth" in rows else 0
         note = f"; {zero} frame(s) with zero truth not shown" if zero else ""
         ax.set_xlabel(x)
