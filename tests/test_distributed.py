@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from train_helpers import TINY, write_tiny_pair
+from train_helpers import TINY, TINY_TRAIN, write_tiny_pair
 
 from meshsr.errors import InputError
 from meshsr.evaluate.metrics import evaluate_pair
@@ -68,6 +68,24 @@ def test_a_ranks_refusal_comes_back_as_one_line(tiny, tmp_path):
         run_under_torchrun(bad, 2, logging.getLogger("test_distributed"))
     assert "\n" not in str(info.value)
     assert not (tmp_path / "model.pt").exists()
+
+
+@pytest.mark.integration
+def test_the_train_rule_runs_torchrun_and_processes_is_a_resource_precision_a_param(workflow):
+    config = workflow.config()
+    config["meshes"] = {k: v for k, v in config["meshes"].items() if k in ("coarse", "fine")}
+    config["example"]["nodes"] = {k: v for k, v in config["example"]["nodes"].items() if k in ("coarse", "fine")}
+    config["train"] = TINY_TRAIN | {"processes": 2, "threads": 2, "device": "cpu"}
+    workflow.write_config(config)
+    model = "results/models/coarse_fine.pt"
+    workflow.run(model)
+    log = (workflow.root / "results/logs/train/coarse_fine.log").read_text()
+    assert "training in 2 processes" in log and "rank 0: kept epoch" in log
+    assert TrainedModel.load(workflow.root / model).settings["precision"] == "fp32"
+    workflow.update_config(train=config["train"] | {"processes": 1})
+    assert workflow.planned_jobs(model) == {}  # a run-time resource: nothing reruns
+    workflow.update_config(train=config["train"] | {"precision": "bf16"})
+    assert workflow.planned_jobs(model) == {"train_model": 1}  # provenance: it retrains
 
 
 def test_more_processes_than_gpus_is_refused():
