@@ -42,7 +42,7 @@ def test_documented_example_defaults_are_the_dataclass_defaults():
 
 
 def test_every_train_key_is_in_exactly_one_group():
-    fit, run = set(FitSettings().to_dict()), {"device", "threads"}
+    fit, run = set(FitSettings().to_dict()), {"device", "threads", "processes"}
     assert set(TrainSettings.defaults()) == fit | run | {"pairs", "panel_frame"}
     assert not fit & (run | {"pairs", "panel_frame"})
     assert set(RunSettings().__dataclass_fields__) == run
