@@ -119,6 +119,8 @@ def test_normalisation_uses_the_training_split_only(tiny):
 
     options, norm = statistics()
     # change everything outside the training simulation: the statistics must not move
+    data.cache.interpolated = data.cache.interpolated.copy()  # the cache's arrays map the file read-only
+    data.cache.target_fields = data.cache.target_fields.copy()
     data.cache.interpolated[1:] *= 5.0
     data.cache.target_fields[1:] *= 5.0
     data.source_mesh.fields[1:] *= 5.0

@@ -36,6 +36,7 @@ node) are padded: weight 1 on that node, 0 on D copies of it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -233,25 +234,45 @@ class FeatureBuilder:
         """Features float32 (T, N_dst, K) and local scales float32 (T, N_dst, F) of one simulation.
 
         ``source_fields`` (T, N_src, F) at the source nodes and ``interpolated`` (T, N_dst, F),
-        their interpolation by the operator (the pair cache's array).  Source-mesh derivatives are
-        computed for all frames at once; the destination-size work runs ``chunk`` frames at a
-        time, so float64 temporaries stay small.
+        their interpolation by the operator (the pair cache's array); :meth:`frame_chunks` assembled.
+        """
+        t_len, n, f = interpolated.shape
+        out = np.empty((t_len, n, self.n_features), dtype=np.float32)
+        scales = np.empty((t_len, n, f), dtype=np.float32)
+        for frames, features, scale in self.frame_chunks(source_fields, interpolated, chunk=chunk):
+            out[frames], scales[frames] = features, scale
+        return out, scales
+
+    def frame_chunks(
+        self,
+        source_fields: np.ndarray,
+        interpolated: np.ndarray,
+        frames: tuple[int, ...] | list[int] | None = None,
+        chunk: int = 8,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(frame indices, features (C, N_dst, K), local scales (C, N_dst, F)) of ``frames`` (all if None), ``chunk``
+        frames at a time, float32.
+
+        Source-mesh derivatives are computed for all frames at once (the source mesh is the small
+        one); the destination-size work runs ``chunk`` frames at a time, so memory stays bounded
+        by the chunk whatever the number of frames.  A frame's features do not depend on which
+        other frames share its chunk.
         """
         u = np.asarray(source_fields, dtype=np.float64)
         interp_all = interpolated  # float32, as cached
         self._check_shapes(u, interp_all)
         t_len, n, f = interp_all.shape
+        picked = np.arange(t_len) if frames is None else np.asarray(frames, dtype=np.int64)
         upper = np.triu_indices(self.dim)
         grad = self.recovery.gradient(u)  # (T, N_src, F, D)
         hess = self.recovery.hessian(grad)[..., upper[0], upper[1]]  # (T, N_src, F, D(D+1)/2)
         g_dot_v = np.einsum("tsfd,sd->tsf", grad, self.src_points)
         unsharp = self._unsharp(u)
-        out = np.empty((t_len, n, self.n_features), dtype=np.float32)
-        scales = np.empty((t_len, n, f), dtype=np.float32)
         g = self.geometry.shape[1]
-        out[:, :, :g] = self.geometry[None]
-        for start in range(0, t_len, chunk):
-            frames = np.arange(start, min(start + chunk, t_len))
+        for start in range(0, len(picked), chunk):
+            frames = picked[start : start + chunk]
+            out = np.empty((len(frames), n, self.n_features), dtype=np.float32)
+            out[:, :, :g] = self.geometry[None]
             interp = interp_all[frames].astype(np.float64)  # (C, N, F)
             grad_x = self._interp_nodal(grad[frames])  # (C, N, F, D)
             hess_x = self._interp_nodal(hess[frames])  # (C, N, F, D(D+1)/2)
@@ -276,6 +297,5 @@ class FeatureBuilder:
             )  # (C, N, F, per_field)
             scale = np.sqrt(np.mean(at_vertices**2, axis=2)) + SCALE_FLOOR * self.field_std  # (C, N, F)
             per_field /= scale[..., None]
-            out[frames, :, g:] = per_field.reshape(len(frames), n, f * self.per_field)
-            scales[frames] = scale
-        return out, scales
+            out[:, :, g:] = per_field.reshape(len(frames), n, f * self.per_field)
+            yield frames, out, scale.astype(np.float32)

@@ -35,6 +35,7 @@ from meshsr.learn.model import ModelConfig, build_model, infer, mean_adjacency
 from meshsr.learn.normalisation import Normalisation
 from meshsr.learn.pair_data import PairData, load_pair_data
 from meshsr.learn.precision import Precision
+from meshsr.learn.samples import Prefetched, SplitSamples, write_split
 from meshsr.learn.settings import FitSettings, RunSettings
 from meshsr.learn.splits import Splits, splits_for
 from meshsr.learn.trained_model import TrainedModel
@@ -42,21 +43,6 @@ from meshsr.mesh.bundle import peek_shape
 
 log_default = logging.getLogger("meshsr")
 WARMUP_SHARE = 0.05  # of the one-cycle schedule's steps (the default 16 x 250 steps: 200)
-
-
-@dataclass
-class SplitTensors:
-    """Standardised features (frames, N, K), targets and output gains (frames, N, F) of some simulations."""
-
-    features: torch.Tensor
-    targets: torch.Tensor
-    gains: torch.Tensor
-
-    def samples(self, kind: str) -> SplitTensors:
-        """What a batch draws from: node-frame rows (``mlp``) or whole frames (``gnn``, as stored)."""
-        if kind != "mlp":
-            return self
-        return SplitTensors(*(t.reshape(-1, t.shape[-1]) for t in (self.features, self.targets, self.gains)))
 
 
 @dataclass
@@ -88,28 +74,12 @@ def build_tensors(
     frames: tuple[int, ...],
     norm: Normalisation | None,
     device: torch.device,
-) -> tuple[SplitTensors, Normalisation]:
-    """Features of ``frames`` of ``sims`` in memory; ``norm=None`` fits the statistics on them (the training split)."""
-    f = data.shape[3]
-    t = len(frames)
-    picked = list(frames)
-    raw = np.empty((len(sims) * t, data.shape[2], builder.n_features), dtype=np.float32)
-    scales = np.empty((len(sims) * t, data.shape[2], f), dtype=np.float32)
-    every = picked == list(range(data.shape[1]))
-    for i, sim in enumerate(sims):
-        features, scale = data.features(builder, sim)
-        raw[i * t : (i + 1) * t] = features if every else features[picked]
-        scales[i * t : (i + 1) * t] = scale if every else scale[picked]
-        del features
-    residuals = [residual(data, sim) if every else residual(data, sim)[picked] for sim in sims]
-    if norm is None:
-        norm = Normalisation.fit((raw[i * t : (i + 1) * t] for i in range(len(sims))), residuals)
-    for start in range(0, len(raw), t):  # in place, a simulation at a time: float64 temporaries stay small
-        raw[start : start + t] = norm.features(raw[start : start + t])
-    x = torch.from_numpy(raw)
-    y = torch.from_numpy(np.concatenate([norm.targets(r) for r in residuals]))
-    gains = torch.from_numpy(norm.gains(scales))
-    return SplitTensors(x.to(device), y.to(device), gains.to(device)), norm
+) -> tuple[SplitSamples, Normalisation]:
+    """Samples of ``frames`` of ``sims`` in a temporary file (:mod:`meshsr.learn.samples`); ``norm=None`` fits the
+    statistics on them (the training split)."""
+    parts = [(sim, tuple(frames)) for sim in sims]
+    cache = data.cache
+    return write_split(builder, data.source_mesh.fields, cache.interpolated, cache.target_fields, parts, norm, device)
 
 
 class _Batches:
@@ -129,13 +99,19 @@ class _Batches:
         return idx
 
 
-def _loss_on(network: torch.nn.Module, split: SplitTensors, graph: torch.Tensor | None) -> float:
+def _loss_on(network: torch.nn.Module, split: SplitSamples, graph: torch.Tensor | None) -> float:
     """Mean squared error on standardised residuals over a whole split, no gradients."""
-    frames, n, _ = split.features.shape
+    read: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def inputs(chunk: slice) -> torch.Tensor:
+        read.append(split.frames(chunk))  # features, gains, targets of the chunk's frames
+        return read[-1][0]
+
     total = 0.0
-    for chunk, out in infer(network, lambda c: split.features[c], frames, n, graph):
-        total += float(((out * split.gains[chunk] - split.targets[chunk]) ** 2).sum(dtype=torch.float64))
-    return total / split.targets.numel()
+    for _, out in infer(network, inputs, split.n_frames, split.n_nodes, graph):
+        _, gains, targets = read.pop()
+        total += float(((out * gains - targets) ** 2).sum(dtype=torch.float64))
+    return total / split.n_targets
 
 
 def _log_splits(log: logging.Logger, splits: Splits, n_frames: int) -> None:
@@ -144,7 +120,7 @@ def _log_splits(log: logging.Logger, splits: Splits, n_frames: int) -> None:
 
 def prepare_data(
     data: PairData, splits: Splits, use_coordinates: bool, device: torch.device
-) -> tuple[FeatureBuilder, SplitTensors, SplitTensors, Normalisation]:
+) -> tuple[FeatureBuilder, SplitSamples, SplitSamples, Normalisation]:
     """The feature builder and the training and validation tensors, standardised by the training split."""
     t = data.shape[1]
     train_frames = splits.train_frames(t)
@@ -186,8 +162,7 @@ def one_cycle(optimiser: torch.optim.Optimizer, lr: float, total_steps: int) -> 
 def _train_epoch(
     network: torch.nn.Module,
     graph: torch.Tensor | None,
-    samples: SplitTensors,
-    batches: _Batches,
+    batches: Prefetched,
     optimiser: torch.optim.Optimizer,
     schedule: torch.optim.lr_scheduler.LRScheduler,
     steps: tqdm,
@@ -198,13 +173,12 @@ def _train_epoch(
 
     Under DDP each rank computes its share of every batch (:mod:`meshsr.learn.distributed`).
     """
-    running = torch.zeros((), dtype=torch.float64, device=samples.features.device)
+    running = torch.zeros((), dtype=torch.float64, device=batches.samples.device)
     for _ in steps:
-        rows = batches.next()
-        idx = ranks.shard(rows).to(samples.features.device)
+        rows, features, gains, targets = batches.next()
         with precision.autocast():
-            out = network(samples.features[idx], graph)
-        loss = ranks.loss((out * samples.gains[idx] - samples.targets[idx]) ** 2, len(rows))
+            out = network(features, graph)
+        loss = ranks.loss((out * gains - targets) ** 2, len(rows))
         optimiser.zero_grad(set_to_none=True)
         precision.step(loss, optimiser)
         schedule.step()
@@ -217,8 +191,8 @@ def fit_network(
     network: torch.nn.Module,
     kind: str,
     graph: torch.Tensor | None,
-    train: SplitTensors,
-    val: SplitTensors,
+    train: SplitSamples,
+    val: SplitSamples,
     fit: FitSettings,
     generator: torch.Generator,
     label: str,
@@ -227,8 +201,14 @@ def fit_network(
 ) -> tuple[Checkpoint, dict[str, list]]:
     """Run the epochs; the best checkpoint (not yet loaded into ``network``) and the loss history."""
     samples = train.samples(kind)
-    ranks, precision = distributed.current(), Precision(fit.precision, train.features.device)
-    batches = _Batches(len(samples.features), fit.batch_size if kind == "mlp" else fit.batch_frames, generator)
+    ranks, precision = distributed.current(), Precision(fit.precision, train.device)
+    draws = _Batches(len(samples), fit.batch_size if kind == "mlp" else fit.batch_frames, generator)
+
+    def draw() -> tuple[torch.Tensor, torch.Tensor]:
+        rows = draws.next()
+        return rows, ranks.shard(rows)
+
+    batches = Prefetched(samples, draw, fit.epochs * fit.steps_per_epoch)
     optimiser = torch.optim.AdamW(network.parameters(), lr=fit.lr, weight_decay=fit.weight_decay)
     schedule = one_cycle(optimiser, fit.lr, fit.epochs * fit.steps_per_epoch)
     history: dict[str, list] = {"epoch": [], "train_loss": [], "validation_loss": [], "seconds": []}
@@ -240,7 +220,7 @@ def fit_network(
             range(fit.steps_per_epoch), desc=f"{label} epoch {epoch}/{fit.epochs}", file=sys.stderr,
             disable=not progress, leave=False,
         )
-        train_loss = _train_epoch(network, graph, samples, batches, optimiser, schedule, steps, ranks, precision)
+        train_loss = _train_epoch(network, graph, batches, optimiser, schedule, steps, ranks, precision)
         val_loss = _loss_on(network, val, graph)
         elapsed = time.perf_counter() - start
         for key, value in zip(history, (epoch, train_loss, val_loss, elapsed), strict=True):

@@ -1,0 +1,187 @@
+"""Training and validation samples in a temporary file, read back a group of batches at a time.
+
+Per node and frame of a split, the raw features (K), the local scales (F) and the residual
+:math:`u_{dst} - I u` (F) are one float32 row of an anonymous temporary file (``TMPDIR``;
+gone when the job ends, killed or not), written a few frames at a time as the features are
+assembled.  Standardisation (:class:`~meshsr.learn.normalisation.Normalisation`) is applied
+elementwise when rows are read, so a batch holds bit for bit the values of standardising
+the whole split in memory, and the batches are the same rows in the same order.
+
+Memory stays bounded whatever S·T: rows are gathered for a group of upcoming batches (about
+``PREFETCH_BYTES``) in one pass over the file in ascending order, releasing the mapped pages
+every ``PASS_BYTES`` (they stay in the page cache, which is not the job's memory).
+"""
+
+from __future__ import annotations
+
+import mmap
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from meshsr.learn.features import FeatureBuilder
+from meshsr.learn.normalisation import Normalisation, RunningMoments
+
+PASS_BYTES = 1 << 25  # of the file gathered before its mapped pages are released
+PREFETCH_BYTES = 1 << 27  # rows of upcoming batches gathered at once
+STANDARDISE_ROWS = 1 << 16  # rows standardised at a time: float64 temporaries stay small
+
+
+class SampleFile:
+    """Rows (frames, N, K + 2F) float32: raw features, local scales, residuals; a memory-mapped temporary file."""
+
+    def __init__(self, n_frames: int, n_nodes: int, n_features: int, n_fields: int) -> None:
+        self.n_features, self.n_fields = n_features, n_fields
+        self._file = tempfile.TemporaryFile(prefix="meshsr-samples-")
+        shape = (n_frames, n_nodes, n_features + 2 * n_fields)
+        self.rows = np.memmap(self._file, dtype=np.float32, mode="w+", shape=shape) if n_frames else np.empty(shape)
+
+    def write(self, at: int, features: np.ndarray, scales: np.ndarray, residuals: np.ndarray) -> None:
+        """Frames ``at`` to ``at + len(features)``."""
+        k, f = self.n_features, self.n_fields
+        block = self.rows[at : at + len(features)]
+        block[..., :k], block[..., k : k + f], block[..., k + f :] = features, scales, residuals
+        self.release()
+
+    def release(self) -> None:
+        """Drop the mapped pages from this process (written ones stay in the page cache and the file)."""
+        mapped = getattr(self.rows, "_mmap", None)
+        if mapped is not None and hasattr(mmap, "MADV_DONTNEED"):
+            mapped.madvise(mmap.MADV_DONTNEED)
+
+
+@dataclass
+class SplitSamples:
+    """The samples of one split: node-frames (``mlp``) or whole frames (``gnn``), standardised when read."""
+
+    file: SampleFile
+    norm: Normalisation
+    device: torch.device
+    per_frame: bool = False
+
+    @property
+    def n_frames(self) -> int:
+        return self.file.rows.shape[0]
+
+    @property
+    def n_nodes(self) -> int:
+        return self.file.rows.shape[1]
+
+    @property
+    def n_targets(self) -> int:
+        """Number of standardised target values: frames x nodes x fields."""
+        return self.n_frames * self.n_nodes * self.file.n_fields
+
+    def samples(self, kind: str) -> SplitSamples:
+        """What a batch draws from: node-frame rows (``mlp``) or whole frames (``gnn``)."""
+        return SplitSamples(self.file, self.norm, self.device, per_frame=kind != "mlp")
+
+    def __len__(self) -> int:
+        return self.n_frames if self.per_frame else self.n_frames * self.n_nodes
+
+    def _flat(self) -> np.ndarray:
+        rows = self.file.rows
+        return rows if self.per_frame else rows.reshape(-1, rows.shape[-1])
+
+    def take(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Standardised features, gains and targets of samples ``idx`` (in that order) on the device.
+
+        One pass over the file in ascending order, releasing mapped pages every ``PASS_BYTES``.
+        """
+        flat = self._flat()
+        order = np.argsort(idx, kind="stable")
+        ordered = idx[order]
+        raw = np.empty((len(idx), *flat.shape[1:]), dtype=np.float32)
+        per_pass = max(1, PASS_BYTES // (flat[0].nbytes or 1))
+        bounds = np.searchsorted(ordered, np.arange(0, len(flat) + per_pass, per_pass))
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            if hi > lo:
+                raw[order[lo:hi]] = flat[ordered[lo:hi]]
+                self.file.release()
+        return self._standardised(raw)
+
+    def frames(self, chunk: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Standardised features, gains and targets (C, N, ...) of the frames in ``chunk``."""
+        raw = np.array(self.file.rows[chunk])
+        self.file.release()
+        return self._standardised(raw)
+
+    def _standardised(self, raw: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        k, f = self.file.n_features, self.file.n_fields
+        x = np.empty(raw.shape[:-1] + (k,), dtype=np.float32)
+        rows, out = raw.reshape(-1, raw.shape[-1]), x.reshape(-1, k)
+        for start in range(0, len(rows), STANDARDISE_ROWS):
+            out[start : start + STANDARDISE_ROWS] = self.norm.features(rows[start : start + STANDARDISE_ROWS, :k])
+        gains = self.norm.gains(raw[..., k : k + f])
+        targets = self.norm.targets(raw[..., k + f :])
+        return tuple(torch.from_numpy(a).to(self.device) for a in (x, gains, targets))  # type: ignore[return-value]
+
+
+def write_split(
+    builder: FeatureBuilder,
+    source_fields: np.ndarray,
+    interpolated: np.ndarray,
+    target_fields: np.ndarray,
+    parts: list[tuple[int, tuple[int, ...]]],
+    norm: Normalisation | None,
+    device: torch.device,
+) -> tuple[SplitSamples, Normalisation]:
+    """The rows of ``parts`` ((simulation, frames) in order) in a sample file; ``norm=None`` fits the statistics.
+
+    The statistics are those of :meth:`Normalisation.fit` over one chunk per simulation, summed
+    here a few frames at a time with the same rounding (:class:`RunningMoments`).
+    """
+    n_frames = sum(len(frames) for _, frames in parts)
+    file = SampleFile(n_frames, interpolated.shape[2], builder.n_features, interpolated.shape[3])
+    features_moments, residual_moments = RunningMoments(), RunningMoments()
+    at = 0
+    for sim, frames in parts:
+        chunks = builder.frame_chunks(source_fields[sim], interpolated[sim], frames)
+        for i, (picked, features, scales) in enumerate(chunks):
+            residuals = target_fields[sim][picked] - interpolated[sim][picked]
+            file.write(at, features, scales, residuals)
+            at += len(picked)
+            if norm is None:
+                features_moments.add(features, new_group=i == 0)
+                residual_moments.add(residuals, new_group=i == 0)
+    if norm is None:
+        mean, std, _ = features_moments.result()
+        norm = Normalisation(mean, std, residual_moments.result()[2])
+    return SplitSamples(file, norm, device), norm
+
+
+class Prefetched:
+    """Batches in draw order, their rows gathered ``PREFETCH_BYTES`` at a time (:meth:`SplitSamples.take`).
+
+    ``draw()`` gives the next batch: the global batch's sample indices and this process's share
+    of them; batches are drawn ahead, never past ``total`` batches.
+    """
+
+    def __init__(self, samples: SplitSamples, draw: Callable[[], tuple[torch.Tensor, torch.Tensor]], total: int):
+        self.samples, self.draw, self.left = samples, draw, total
+        self._queue: Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = iter(())
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(global batch rows, features, gains, targets of this process's share)."""
+        item = next(self._queue, None)
+        if item is None:
+            self._queue = self._gather()
+            item = next(self._queue)
+        return item
+
+    def _gather(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        first_rows, first_share = self.draw()
+        per_batch = max(1, len(first_share)) * (self.samples._flat()[0].nbytes or 1)
+        count = max(1, min(self.left, PREFETCH_BYTES // per_batch))
+        drawn = [(first_rows, first_share)] + [self.draw() for _ in range(count - 1)]
+        self.left -= count
+        idx = torch.cat([share for _, share in drawn]).numpy()
+        x, gains, targets = self.samples.take(idx)
+        start = 0
+        for rows, share in drawn:
+            end = start + len(share)
+            yield rows, x[start:end], gains[start:end], targets[start:end]
+            start = end
