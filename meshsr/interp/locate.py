@@ -64,11 +64,8 @@ def locate_points(
     if len(good_ids) == 0:
         return cell, lam
 
-    used = points[cells[good_ids]]
-    lo, hi = used.min(axis=(0, 1)), used.max(axis=(0, 1))
-    del used
-    origin = np.minimum(lo, queries.min(axis=0))
-    extent = np.maximum(hi, queries.max(axis=0)) - origin
+    origin, top = kernels.bounds(points, cells, good, queries)
+    extent = top - origin
     extent = np.where(extent > 0, extent, 1.0)
     h = float((np.prod(extent) / len(good_ids)) ** (1.0 / dim))
     shape = np.maximum(np.ceil(extent / h).astype(np.int64), 1)

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 METHOD = "p1-barycentric-on-source-cells+nearest-node-fallback"
 _COMPILED = (np.dtype(np.float32), np.dtype(np.float64))  # field/output types of the compiled product
-_ROW_BLOCK = 256  # rows per thread task in apply: a block's weights stay in L1 across all frames
+_ROW_BLOCK = 256  # rows per thread task in apply: a block's output lines (256 rows x all frames) stay in L2
 ARRAYS = ("op_indptr", "op_indices", "op_data", "op_shape", "extrapolated")
 # What a damaged or foreign file can raise while numpy reads it with allow_pickle=False.
 _READ_ERRORS = (ValueError, OSError, EOFError, KeyError, MemoryError, zipfile.BadZipFile, struct.error, zlib.error)
@@ -191,8 +191,8 @@ class InterpolationOperator:
         Every output value is :math:`\\sum_j W_{ij} f_j` summed in float64 in the stored
         order of row i and rounded once to ``dtype`` (default: the fields' dtype), the same
         numbers as one scipy sparse product per frame.  Floating-point fields go through a
-        compiled loop that runs threads over blocks of rows, all frames per block, writing
-        the output once and never a float64 copy of it.
+        compiled loop that runs threads over blocks of rows, each row's weights applied to
+        all frames, writing the output once and never a float64 copy of it.
         """
         fields = np.asarray(fields)
         *lead, n_src, n_f = fields.shape
