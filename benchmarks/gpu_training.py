@@ -15,6 +15,12 @@ compares every configuration's metrics with the first one's against the toleranc
     PYTHONPATH=. python benchmarks/gpu_training.py --src ... --dst ... --epochs 1 --steps 5 \\
         --configs cpu-fp32,cpu-bf16 --out /tmp/x.json
 
+It needs numpy, scipy, pandas, torch and tqdm (no Snakemake, scikit-fem, meshio or h5py) and the two
+bundles: results/example/coarse.npz (3.5 MB) and fine.npz (47 MB) of the default example, made by
+``snakemake --cores 2 results/example/coarse.npz results/example/fine.npz`` where scikit-fem is.
+On one H100 with 16 cores the default configurations take about 4.5 minutes. The exit status is 1
+when a configuration's test error is outside its tolerance (:data:`TOLERANCE`), else 0.
+
 Configurations: ``DEVICE-PRECISION`` (``cpu`` or ``cuda``; ``fp32``, ``bf16``, ``fp16``), and
 ``ddpN-DEVICE-PRECISION`` for N processes under torchrun (on CUDA: one GPU per process).
 """

@@ -131,7 +131,8 @@ def run_under_torchrun(job: dict, processes: int, log: logging.Logger) -> None:
                     refusal = refusal or line.removeprefix("ERROR ")
                 log.info("| %s", line)
         if proc.returncode != 0:
-            raise InputError(None, refusal or f"torchrun failed (exit {proc.returncode}); see the log above")
+            failed = f"config key 'train.processes': torchrun failed (exit {proc.returncode})"
+            raise InputError(None, refusal or f"{failed}; read the ranks' output in the job's log, or use 1 process")
 
 
 def _worker(spec: str) -> None:
