@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import meshio
 import numpy as np
 import pandas as pd
@@ -75,6 +77,29 @@ def test_the_held_out_run_is_upsampled_to_a_tetrahedral_xdmf(run_3d):
         time, point_data, _ = reader.read_data(fine.n_frames - 1)
     assert time == pytest.approx(fine.times[-1])
     np.testing.assert_array_equal(point_data["heat_prediction"], prediction[0, -1, :, fine.field_names.index("heat")])
+
+
+def test_a_tetrahedral_xdmf_run_is_ingested_and_upsampled_like_the_bundle(run_3d):
+    """The held-out coarse run as a user's solver would write it (meshio XDMF time series), upsampled."""
+    wf, config = run_3d
+    coarse = load_bundle(wf.root / "results/example/coarse.npz")
+    s = config["upsample"]["test-run"]["simulation"]
+    (wf.root / "runs").mkdir()
+    with contextlib.chdir(wf.root / "runs"), meshio.xdmf.TimeSeriesWriter("coarse-test.xdmf") as writer:
+        writer.write_points_cells(coarse.points, [("tetra", coarse.cells)])  # the .h5 goes to the working directory
+        for t, time in enumerate(coarse.times):
+            writer.write_data(time, point_data={n: coarse.fields[s, t, :, f] for f, n in enumerate(coarse.field_names)})
+    mine = {**config, "upsample": {"from-xdmf": {"input": "runs/coarse-test.xdmf", "pair": ["coarse", "fine"]}}}
+    (wf.root / "my.yaml").write_text(yaml.safe_dump(mine, sort_keys=False))
+    target = "results/upsampled/from-xdmf.npz"
+    assert wf.planned_jobs(target, "--configfile", "my.yaml") == {"ingest_mesh": 1, "upsample": 1}
+    wf.run(target, "--configfile", "my.yaml")
+    with (
+        np.load(wf.root / target, allow_pickle=False) as ours,
+        np.load(wf.root / "results/upsampled/test-run.npz", allow_pickle=False) as bundled,
+    ):
+        for name in ("points", "cells", "fields", "baseline", "times"):
+            np.testing.assert_array_equal(ours[name], bundled[name])
 
 
 def test_plots_are_written_and_the_run_is_complete(run_3d):
