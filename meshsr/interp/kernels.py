@@ -185,37 +185,53 @@ def fill_located_rows(cell, lam, cells, indptr, indices, data):  # pragma: no co
 
 
 @nb.njit(**_PAR)
-def csr_frames(indptr, indices, data, x, out, block):  # pragma: no cover - compiled
-    """``out[b] = W @ x[b]`` for every frame b, W in CSR: each value summed in float64 from 0 in the
-    stored order of its row and rounded once (the numbers of scipy's product, to the last bit).
+def frames_to_rows(x, b0, xt):  # pragma: no cover - compiled
+    """``xt[i, (b - b0) * F + f] = x[b, i, f]`` for the frames b0 .. b0 + len(xt[0]) / F: node-major copies."""
+    n_f = x.shape[2]
+    n_frames = xt.shape[1] // n_f
+    for i in nb.prange(x.shape[1]):
+        q = 0
+        for b in range(b0, b0 + n_frames):
+            for f in range(n_f):
+                xt[i, q] = x[b, i, f]
+                q += 1
 
-    Threads take blocks of ``block`` rows; a row's weights are loaded once and applied to all
-    frames, so the work per output value is D+1 multiply-adds from cache (rows of 3 and 4
-    entries, triangles and tetrahedra, are unrolled).
+
+@nb.njit(**_PAR)
+def csr_rows(indptr, indices, data, xt, out, b0, block):  # pragma: no cover - compiled
+    """``out[b0 + b, r, f] = (W @ xt)[r, b * F + f]``, W in CSR: each value summed in float64 from 0 in
+    the stored order of its row and rounded once (scipy's product, to the last bit).
+
+    Threads take blocks of ``block`` rows; a row's D+1 weights multiply whole node-major rows of
+    ``xt`` (all frames of the group at once, a vectorised loop), then the sums go to their frames.
     """
-    n_frames, n_rows, n_f = out.shape
+    n_rows, n_f = out.shape[1], out.shape[2]
+    m = xt.shape[1]
     n_blocks = (n_rows + block - 1) // block
     for ib in nb.prange(n_blocks):
+        tmp = np.empty(m)
         for r in range(ib * block, min(ib * block + block, n_rows)):
             p = indptr[r]
             nnz = indptr[r + 1] - p
             if nnz == 3:
-                i0, i1, i2 = indices[p], indices[p + 1], indices[p + 2]
+                a0, a1, a2 = xt[indices[p]], xt[indices[p + 1]], xt[indices[p + 2]]
                 w0, w1, w2 = data[p], data[p + 1], data[p + 2]
-                for b in range(n_frames):
-                    for f in range(n_f):
-                        out[b, r, f] = ((0.0 + w0 * x[b, i0, f]) + w1 * x[b, i1, f]) + w2 * x[b, i2, f]
+                for q in range(m):
+                    tmp[q] = ((0.0 + w0 * a0[q]) + w1 * a1[q]) + w2 * a2[q]
             elif nnz == 4:
-                i0, i1, i2, i3 = indices[p], indices[p + 1], indices[p + 2], indices[p + 3]
+                a0, a1, a2, a3 = xt[indices[p]], xt[indices[p + 1]], xt[indices[p + 2]], xt[indices[p + 3]]
                 w0, w1, w2, w3 = data[p], data[p + 1], data[p + 2], data[p + 3]
-                for b in range(n_frames):
-                    for f in range(n_f):
-                        acc = ((0.0 + w0 * x[b, i0, f]) + w1 * x[b, i1, f]) + w2 * x[b, i2, f]
-                        out[b, r, f] = acc + w3 * x[b, i3, f]
+                for q in range(m):
+                    tmp[q] = (((0.0 + w0 * a0[q]) + w1 * a1[q]) + w2 * a2[q]) + w3 * a3[q]
             else:
-                for b in range(n_frames):
-                    for f in range(n_f):
-                        acc = 0.0
-                        for jj in range(p, p + nnz):
-                            acc += data[jj] * x[b, indices[jj], f]
-                        out[b, r, f] = acc
+                tmp[:] = 0.0
+                for jj in range(p, p + nnz):
+                    a = xt[indices[jj]]
+                    w = data[jj]
+                    for q in range(m):
+                        tmp[q] += w * a[q]
+            q = 0
+            for b in range(b0, b0 + m // n_f):
+                for f in range(n_f):
+                    out[b, r, f] = tmp[q]
+                    q += 1

@@ -41,7 +41,8 @@ if TYPE_CHECKING:
 
 METHOD = "p1-barycentric-on-source-cells+nearest-node-fallback"
 _COMPILED = (np.dtype(np.float32), np.dtype(np.float64))  # field/output types of the compiled product
-_ROW_BLOCK = 256  # rows per thread task in apply: a block's output lines (256 rows x all frames) stay in L2
+_ROW_BLOCK = 256  # rows per thread task in apply
+_GROUP_BYTES = 32 << 20  # apply copies this much of the fields at a time to node-major order
 ARRAYS = ("op_indptr", "op_indices", "op_data", "op_shape", "extrapolated")
 # What a damaged or foreign file can raise while numpy reads it with allow_pickle=False.
 _READ_ERRORS = (ValueError, OSError, EOFError, KeyError, MemoryError, zipfile.BadZipFile, struct.error, zlib.error)
@@ -190,9 +191,10 @@ class InterpolationOperator:
 
         Every output value is :math:`\\sum_j W_{ij} f_j` summed in float64 in the stored
         order of row i and rounded once to ``dtype`` (default: the fields' dtype), the same
-        numbers as one scipy sparse product per frame.  Floating-point fields go through a
-        compiled loop that runs threads over blocks of rows, each row's weights applied to
-        all frames, writing the output once and never a float64 copy of it.
+        numbers as one scipy sparse product per frame.  Floating-point fields go through
+        compiled loops: a group of frames (about ``_GROUP_BYTES``) is copied node-major, so
+        a row's weights combine whole contiguous rows of it, and threads over blocks of
+        rows write each output value once; no float64 copy of the output is ever made.
         """
         fields = np.asarray(fields)
         *lead, n_src, n_f = fields.shape
@@ -202,10 +204,15 @@ class InterpolationOperator:
         flat = fields.reshape(-1, n_src, n_f)
         out = np.empty((len(flat), self.matrix.shape[0], n_f), dtype=out_type)
         m = self.matrix
-        if fields.dtype in _COMPILED and out_type in _COMPILED and m.data.dtype == np.float64:
+        if fields.dtype in _COMPILED and out_type in _COMPILED and m.data.dtype == np.float64 and out.size:
             from meshsr.interp import kernels
 
-            kernels.csr_frames(m.indptr, m.indices, m.data, np.ascontiguousarray(flat), out, _ROW_BLOCK)
+            group = max(1, min(len(flat), _GROUP_BYTES // max(1, n_src * n_f * fields.itemsize)))
+            node_major = np.empty((n_src, group * n_f), dtype=fields.dtype)
+            for b0 in range(0, len(flat), group):
+                rows = node_major[:, : (min(b0 + group, len(flat)) - b0) * n_f]
+                kernels.frames_to_rows(flat, b0, rows)
+                kernels.csr_rows(m.indptr, m.indices, m.data, rows, out, b0, _ROW_BLOCK)
         else:
             for i, frame in enumerate(flat):
                 out[i] = m @ frame
