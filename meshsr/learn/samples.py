@@ -1,11 +1,13 @@
 """Training and validation samples in a temporary file, read back a group of batches at a time.
 
-Per node and frame of a split, the raw features (K), the local scales (F) and the residual
-:math:`u_{dst} - I u` (F) are one float32 row of an anonymous temporary file (``TMPDIR``;
-gone when the job ends, killed or not), written a few frames at a time as the features are
-assembled.  Standardisation (:class:`~meshsr.learn.normalisation.Normalisation`) is applied
-elementwise when rows are read, so a batch holds bit for bit the values of standardising
-the whole split in memory, and the batches are the same rows in the same order.
+Per node and frame of a split, the features (K), the output gains (F) and the targets (F)
+are one float32 row of an anonymous temporary file (``TMPDIR``; gone when the job ends,
+killed or not), written a few frames at a time as the features are assembled.  The training
+split is written raw (features, local scales, residuals :math:`u_{dst} - I u`), its statistics
+summed on the way, then standardised in place
+(:class:`~meshsr.learn.normalisation.Normalisation`, elementwise): the rows hold bit for bit
+the values of standardising the whole split in memory, and the batches are the same rows in
+the same order.
 
 Memory stays bounded whatever S·T: rows are gathered for a group of upcoming batches (about
 ``PREFETCH_BYTES``) in one pass over the file in ascending order, releasing the mapped pages
@@ -31,7 +33,8 @@ STANDARDISE_ROWS = 1 << 16  # rows standardised at a time: float64 temporaries s
 
 
 class SampleFile:
-    """Rows (frames, N, K + 2F) float32: raw features, local scales, residuals; a memory-mapped temporary file."""
+    """Rows (frames, N, K + 2F) float32 in a memory-mapped temporary file: features, gains, targets (or, before
+    :meth:`standardise`, raw features, local scales, residuals)."""
 
     def __init__(self, n_frames: int, n_nodes: int, n_features: int, n_fields: int) -> None:
         self.n_features, self.n_fields = n_features, n_fields
@@ -45,6 +48,13 @@ class SampleFile:
         block = self.rows[at : at + len(features)]
         block[..., :k], block[..., k : k + f], block[..., k + f :] = features, scales, residuals
         self.release()
+
+    def standardise(self, norm: Normalisation, frames: int = 8) -> None:
+        """Raw rows to standardised ones, in place, ``frames`` frames at a time."""
+        for start in range(0, len(self.rows), frames):
+            block = self.rows[start : start + frames]
+            block[:] = standardised(block, norm, self.n_features, self.n_fields)
+            self.release()
 
     def release(self) -> None:
         """Drop the mapped pages from this process (written ones stay in the page cache and the file)."""
@@ -87,7 +97,7 @@ class SplitSamples:
         return rows if self.per_frame else rows.reshape(-1, rows.shape[-1])
 
     def take(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Standardised features, gains and targets of samples ``idx`` (in that order) on the device.
+        """Features, gains and targets of samples ``idx`` (in that order) on the device.
 
         One pass over the file in ascending order, releasing mapped pages every ``PASS_BYTES``.
         """
@@ -101,23 +111,30 @@ class SplitSamples:
             if hi > lo:
                 raw[order[lo:hi]] = flat[ordered[lo:hi]]
                 self.file.release()
-        return self._standardised(raw)
+        return self._tensors(raw)
 
     def frames(self, chunk: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Standardised features, gains and targets (C, N, ...) of the frames in ``chunk``."""
+        """Features, gains and targets (C, N, ...) of the frames in ``chunk``."""
         raw = np.array(self.file.rows[chunk])
         self.file.release()
-        return self._standardised(raw)
+        return self._tensors(raw)
 
-    def _standardised(self, raw: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _tensors(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         k, f = self.file.n_features, self.file.n_fields
-        x = np.empty(raw.shape[:-1] + (k,), dtype=np.float32)
-        rows, out = raw.reshape(-1, raw.shape[-1]), x.reshape(-1, k)
-        for start in range(0, len(rows), STANDARDISE_ROWS):
-            out[start : start + STANDARDISE_ROWS] = self.norm.features(rows[start : start + STANDARDISE_ROWS, :k])
-        gains = self.norm.gains(raw[..., k : k + f])
-        targets = self.norm.targets(raw[..., k + f :])
-        return tuple(torch.from_numpy(a).to(self.device) for a in (x, gains, targets))  # type: ignore[return-value]
+        parts = (rows[..., :k], rows[..., k : k + f], rows[..., k + f :])
+        return tuple(torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in parts)  # type: ignore[return-value]
+
+
+def standardised(raw: np.ndarray, norm: Normalisation, k: int, f: int) -> np.ndarray:
+    """Rows (..., K + 2F) of raw features, local scales and residuals as features, gains and targets."""
+    out = np.empty_like(raw, dtype=np.float32)
+    rows, flat = raw.reshape(-1, raw.shape[-1]), out.reshape(-1, raw.shape[-1])
+    for start in range(0, len(rows), STANDARDISE_ROWS):
+        part = rows[start : start + STANDARDISE_ROWS]
+        flat[start : start + STANDARDISE_ROWS, :k] = norm.features(part[:, :k])
+    flat[:, k : k + f] = norm.gains(rows[:, k : k + f])
+    flat[:, k + f :] = norm.targets(rows[:, k + f :])
+    return out
 
 
 def write_split(
@@ -150,6 +167,7 @@ def write_split(
     if norm is None:
         mean, std, _ = features_moments.result()
         norm = Normalisation(mean, std, residual_moments.result()[2])
+    file.standardise(norm)
     return SplitSamples(file, norm, device), norm
 
 
