@@ -223,10 +223,10 @@ class FeatureBuilder:
         return np.stack(out, axis=-1)
 
     def _shifted(self, u: np.ndarray) -> np.ndarray:
-        """:math:`I u` at the shifted points, (T, N_dst, F, len(shifted))."""
+        """:math:`I u` at the shifted points, (len(shifted), T, N_dst, F)."""
         t, n_src, f = u.shape
         flat = u.transpose(1, 0, 2).reshape(n_src, -1)
-        return np.stack([(m @ flat).reshape(-1, t, f).transpose(1, 0, 2) for m in self.shifted], axis=-1)
+        return np.stack([(m @ flat).reshape(-1, t, f).transpose(1, 0, 2) for m in self.shifted])
 
     def simulation(
         self, source_fields: np.ndarray, interpolated: np.ndarray, chunk: int = 8
@@ -280,22 +280,24 @@ class FeatureBuilder:
             grad_corr = np.einsum("tnfd,nd->tnf", grad_x, self.dst_points) - self._interp_nodal(g_dot_v[frames])
             hess_corr = np.einsum("tnfc,nc->tnf", hess_x, self.second_moment_upper)
             at_vertices = u[frames][:, self.stencil.vertices]  # (C, N, k, F)
+            # Feature-major (per_field, C, N, F): each piece is one block, the division runs on
+            # contiguous memory, and one strided pass writes the (C, N, F x per_field) layout.
             per_field = np.concatenate(
                 [
-                    interp[..., None],
-                    (at_vertices - interp[:, :, None, :]).transpose(0, 1, 3, 2),
-                    grad_corr[..., None],
-                    hess_corr[..., None],
-                    grad_x,
-                    hess_x,
-                    self._interp_nodal(unsharp[frames]),
-                    self._shifted(u[frames]) - interp[..., None],
-                    (interp_all[np.maximum(frames - 1, 0)] - interp)[..., None],
-                    (interp_all[np.minimum(frames + 1, t_len - 1)] - interp)[..., None],
-                ],
-                axis=-1,
-            )  # (C, N, F, per_field)
+                    interp[None],
+                    (at_vertices - interp[:, :, None, :]).transpose(2, 0, 1, 3),
+                    grad_corr[None],
+                    hess_corr[None],
+                    np.moveaxis(grad_x, -1, 0),
+                    np.moveaxis(hess_x, -1, 0),
+                    np.moveaxis(self._interp_nodal(unsharp[frames]), -1, 0),
+                    self._shifted(u[frames]) - interp[None],
+                    (interp_all[np.maximum(frames - 1, 0)] - interp)[None],
+                    (interp_all[np.minimum(frames + 1, t_len - 1)] - interp)[None],
+                ]
+            )
             scale = np.sqrt(np.mean(at_vertices**2, axis=2)) + SCALE_FLOOR * self.field_std  # (C, N, F)
-            per_field /= scale[..., None]
-            out[:, :, g:] = per_field.reshape(len(frames), n, f * self.per_field)
+            per_field /= scale[None]
+            columns = out[:, :, g:].reshape(len(frames), n, f, self.per_field)  # a view: splits the last axis
+            columns[...] = per_field.transpose(1, 2, 3, 0)
             yield frames, out, scale.astype(np.float32)
