@@ -148,6 +148,72 @@ def test_apply_handles_simulation_and_time_axes():
         op.apply(fields[..., :-1, :])
 
 
+@pytest.mark.parametrize(
+    ("in_type", "out_type"),
+    [(np.float32, None), (np.float64, None), (np.float64, np.float32), (np.float32, np.float64)],
+)
+@pytest.mark.parametrize("group_bytes", [1, 5000, 32 << 20], ids=["one-frame", "some-frames", "all-frames"])
+def test_compiled_apply_gives_scipys_product_to_the_last_bit(monkeypatch, in_type, out_type, group_bytes):
+    """Located rows of 3 (2D) and 4 (3D) entries, extrapolated rows of 1; frames copied node-major in groups."""
+    from meshsr.interp import operator
+
+    monkeypatch.setattr(operator, "_GROUP_BYTES", group_bytes)
+    rng = np.random.default_rng(10)
+    for pts in (rng.random((60, 2)), rng.random((60, 3))):
+        op = InterpolationOperator.build(pts, Delaunay(pts).simplices, rng.uniform(-0.2, 1.2, (400, pts.shape[1])))
+        assert op.extrapolated.any() and not op.extrapolated.all()
+        fields = rng.normal(size=(2, 7, len(pts), 3)).astype(in_type)
+        out = op.apply(fields, dtype=out_type)
+        expected = np.stack([[op.matrix @ frame for frame in sim] for sim in fields])
+        assert out.dtype == (out_type or in_type)
+        np.testing.assert_array_equal(out, expected.astype(out.dtype))
+
+
+def test_apply_writes_into_a_given_output():
+    pts, cells = grid_mesh_long_diagonals(6)
+    op = InterpolationOperator.build(pts, cells, points_in_cells(pts, cells, 50)[0])
+    fields = np.random.default_rng(12).normal(size=(3, len(pts), 2)).astype(np.float32)
+    buffer = np.full((3, 50, 2), np.nan, dtype=np.float32)
+    assert op.apply(fields, out=buffer) is buffer
+    np.testing.assert_array_equal(buffer, op.apply(fields))
+    np.testing.assert_array_equal(op.apply(fields, out=np.empty((3, 50, 2))), op.apply(fields, dtype=np.float64))
+    wrong = [
+        np.empty((3, 50, 2)),
+        np.empty((3, 49, 2), np.float32),
+        np.empty((3, 2, 50), np.float32).transpose(0, 2, 1),
+    ]
+    for buffer in wrong:
+        with pytest.raises(ValueError, match="out must be"):
+            op.apply(fields, dtype=np.float32, out=buffer)
+
+
+def test_apply_of_integer_fields_takes_the_sparse_product():
+    pts, cells = grid_mesh_long_diagonals(6)
+    op = InterpolationOperator.build(pts, cells, points_in_cells(pts, cells, 50)[0])
+    fields = np.arange(len(pts) * 2).reshape(len(pts), 2)
+    out = op.apply(fields)
+    assert out.dtype == fields.dtype
+    np.testing.assert_array_equal(out, (op.matrix @ fields).astype(fields.dtype))
+
+
+def test_a_node_shared_by_cells_goes_to_the_lowest_cell_index():
+    """On an integer grid every cell around a vertex scores exactly 0 there: the lowest cell index wins,
+    whatever order the cells come in."""
+    n = 5
+    x, y = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    pts = np.column_stack([x.ravel(), y.ravel()]).astype(float)
+    idx = np.arange(n * n).reshape(n, n)
+    a, b, c, d = idx[:-1, :-1].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel(), idx[:-1, 1:].ravel()
+    cells = np.concatenate([np.column_stack([a, b, c]), np.column_stack([a, c, d])])
+    inner = np.flatnonzero(((pts > 0) & (pts < n - 1)).all(axis=1))
+    for order in (np.arange(len(cells)), np.random.default_rng(11).permutation(len(cells))):
+        cell, lam = locate_points(pts, cells[order], pts[inner])
+        around = [np.flatnonzero((cells[order] == v).any(axis=1)) for v in inner]
+        assert all(len(a) == 6 for a in around)
+        np.testing.assert_array_equal(cell, [a.min() for a in around])
+        np.testing.assert_array_equal(np.sort(lam, axis=1), np.tile([0.0, 0.0, 1.0], (len(inner), 1)))
+
+
 def test_degenerate_cells_are_skipped():
     pts = np.array([[0, 0], [1, 0], [0, 1], [2, 0]], dtype=float)
     cells = np.array([[0, 1, 2], [0, 1, 3]])  # the second is flat

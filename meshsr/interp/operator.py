@@ -186,7 +186,9 @@ class InterpolationOperator:
             raise InputError(path, f"invalid interpolation operator: {problem}")
         return cls.from_arrays(arrays, method=str(method))
 
-    def apply(self, fields: np.ndarray, dtype: np.dtype | type | None = None) -> np.ndarray:
+    def apply(
+        self, fields: np.ndarray, dtype: np.dtype | type | None = None, out: np.ndarray | None = None
+    ) -> np.ndarray:
         """Interpolate ``fields`` of shape (..., N_src, F) to (..., N_dst, F).
 
         Every output value is :math:`\\sum_j W_{ij} f_j` summed in float64 in the stored
@@ -195,14 +197,21 @@ class InterpolationOperator:
         compiled loops: a group of frames (about ``_GROUP_BYTES``) is copied node-major, so
         a row's weights combine whole contiguous rows of it, and threads over blocks of
         rows write each output value once; no float64 copy of the output is ever made.
+        ``out``: a C-contiguous array of the result's shape and dtype to write into (a
+        buffer reused across calls spares the cost of fresh memory); it is returned.
         """
         fields = np.asarray(fields)
         *lead, n_src, n_f = fields.shape
         if n_src != self.matrix.shape[1]:
             raise ValueError(f"fields have {n_src} nodes, operator expects {self.matrix.shape[1]}")
-        out_type = np.dtype(dtype or fields.dtype)
+        out_type = np.dtype(dtype or (out.dtype if out is not None else fields.dtype))
         flat = fields.reshape(-1, n_src, n_f)
-        out = np.empty((len(flat), self.matrix.shape[0], n_f), dtype=out_type)
+        shape = (*lead, self.matrix.shape[0], n_f)
+        if out is None:
+            out = np.empty(shape, dtype=out_type)
+        elif out.shape != shape or out.dtype != out_type or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-contiguous {out_type} array of shape {shape}")
+        result, out = out, out.reshape(len(flat), self.matrix.shape[0], n_f)
         m = self.matrix
         if fields.dtype in _COMPILED and out_type in _COMPILED and m.data.dtype == np.float64 and out.size:
             from meshsr.interp import kernels
@@ -216,4 +225,4 @@ class InterpolationOperator:
         else:
             for i, frame in enumerate(flat):
                 out[i] = m @ frame
-        return out.reshape(*lead, self.matrix.shape[0], n_f)
+        return result
