@@ -29,8 +29,18 @@ def _packed_maps(points: np.ndarray, cells: np.ndarray) -> tuple[np.ndarray, np.
     edges = np.empty((n, dim, dim))
     box = np.empty(n)
     kernels.cell_edges(points, cells, edges, box)
-    good = np.abs(np.linalg.det(edges)) > DEGENERACY * np.maximum(box, np.finfo(float).tiny)
+    threshold = DEGENERACY * np.maximum(box, np.finfo(float).tiny)
     del box
+    if dim > 3:
+        good = np.abs(np.linalg.det(edges)) > threshold
+    else:
+        # The rule is on LAPACK's determinant; every term of det E is at most the box volume, so
+        # the closed form and LAPACK agree to ~1e-15 box: LAPACK decides only near the threshold.
+        closed = np.abs(kernels.determinants(edges))
+        good = closed > threshold
+        near = np.flatnonzero((closed > 0.5 * threshold) & (closed < 2.0 * threshold))
+        if len(near):
+            good[near] = np.abs(np.linalg.det(edges[near])) > threshold[near]
     packed = np.zeros((n, dim + dim * dim))
     packed[:, :dim] = points[cells[:, 0]]
     if good.all():
@@ -55,14 +65,10 @@ def locate_points(
     queries = np.ascontiguousarray(queries, dtype=np.float64)
     cells = np.ascontiguousarray(cells, dtype=np.int64)
     n_q, dim = queries.shape
-    cell = np.full(n_q, -1, dtype=np.int64)
-    lam = np.zeros((n_q, dim + 1))
-    if n_q == 0 or len(cells) == 0:
-        return cell, lam
-    packed, good = _packed_maps(points, cells)
+    packed, good = _packed_maps(points, cells) if len(cells) else (None, np.zeros(0, dtype=bool))
     good_ids = np.flatnonzero(good)
-    if len(good_ids) == 0:
-        return cell, lam
+    if n_q == 0 or len(good_ids) == 0:
+        return np.full(n_q, -1, dtype=np.int64), np.zeros((n_q, dim + 1))
 
     origin, top = kernels.bounds(points, cells, good, queries)
     extent = top - origin
@@ -71,5 +77,7 @@ def locate_points(
     shape = np.maximum(np.ceil(extent / h).astype(np.int64), 1)
 
     starts, members = kernels.cell_buckets(points, cells, good_ids, origin, h, shape)
+    cell = np.empty(n_q, dtype=np.int64)  # the kernel writes every entry: -1 and zeros where outside
+    lam = np.empty((n_q, dim + 1))
     kernels.locate_in_buckets(queries, packed, starts, members, origin, h, shape, float(tol), cell, lam)
     return cell, lam
