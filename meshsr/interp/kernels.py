@@ -222,36 +222,39 @@ def csr_rows(indptr, indices, data, xt, out, b0, block):  # pragma: no cover - c
     """``out[b0 + b, r, f] = (W @ xt)[r, b * F + f]``, W in CSR: each value summed in float64 from 0 in
     the stored order of its row and rounded once (scipy's product, to the last bit).
 
-    Threads take blocks of ``block`` rows; a row's D+1 weights multiply whole node-major rows of
-    ``xt`` (all frames of the group at once, a vectorised loop), then the sums go to their frames.
+    Threads take blocks of ``block`` rows: a row's D+1 weights combine whole node-major rows of
+    ``xt`` (every frame of the group at once, a vectorised loop) into a block buffer, which then
+    goes out frame by frame, ``block`` consecutive rows at a time.
     """
     n_rows, n_f = out.shape[1], out.shape[2]
     m = xt.shape[1]
     n_blocks = (n_rows + block - 1) // block
     for ib in nb.prange(n_blocks):
-        tmp = np.empty(m)
-        for r in range(ib * block, min(ib * block + block, n_rows)):
+        r0 = ib * block
+        r1 = min(r0 + block, n_rows)
+        tmp = np.empty((r1 - r0, m), out.dtype)
+        for r in range(r0, r1):
             p = indptr[r]
             nnz = indptr[r + 1] - p
+            t = tmp[r - r0]
             if nnz == 3:
                 a0, a1, a2 = xt[indices[p]], xt[indices[p + 1]], xt[indices[p + 2]]
                 w0, w1, w2 = data[p], data[p + 1], data[p + 2]
                 for q in range(m):
-                    tmp[q] = ((0.0 + w0 * a0[q]) + w1 * a1[q]) + w2 * a2[q]
+                    t[q] = ((0.0 + w0 * a0[q]) + w1 * a1[q]) + w2 * a2[q]
             elif nnz == 4:
                 a0, a1, a2, a3 = xt[indices[p]], xt[indices[p + 1]], xt[indices[p + 2]], xt[indices[p + 3]]
                 w0, w1, w2, w3 = data[p], data[p + 1], data[p + 2], data[p + 3]
                 for q in range(m):
-                    tmp[q] = (((0.0 + w0 * a0[q]) + w1 * a1[q]) + w2 * a2[q]) + w3 * a3[q]
+                    t[q] = (((0.0 + w0 * a0[q]) + w1 * a1[q]) + w2 * a2[q]) + w3 * a3[q]
             else:
-                tmp[:] = 0.0
-                for jj in range(p, p + nnz):
-                    a = xt[indices[jj]]
-                    w = data[jj]
-                    for q in range(m):
-                        tmp[q] += w * a[q]
-            q = 0
-            for b in range(b0, b0 + m // n_f):
+                for q in range(m):
+                    acc = 0.0
+                    for jj in range(p, p + nnz):
+                        acc += data[jj] * xt[indices[jj], q]
+                    t[q] = acc
+        for b in range(m // n_f):
+            frame = out[b0 + b]
+            for r in range(r0, r1):
                 for f in range(n_f):
-                    out[b, r, f] = tmp[q]
-                    q += 1
+                    frame[r, f] = tmp[r - r0, b * n_f + f]
