@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
+import numba
 import numpy as np
 import pytest
 from cache_helpers import pickled_object_npz, rewrite_npz, trap_fires
@@ -212,6 +217,16 @@ def test_a_node_shared_by_cells_goes_to_the_lowest_cell_index():
         assert all(len(a) == 6 for a in around)
         np.testing.assert_array_equal(cell, [a.min() for a in around])
         np.testing.assert_array_equal(np.sort(lam, axis=1), np.tile([0.0, 0.0, 1.0], (len(inner), 1)))
+
+
+def test_kernels_take_a_jobs_thread_count_from_omp_num_threads():
+    code = "import numba; from meshsr.interp import kernels; print(numba.get_num_threads())"
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_NUM_THREADS"}
+    for omp, expected in (("1", "1"), ("", str(numba.config.NUMBA_NUM_THREADS))):
+        run = subprocess.run(
+            [sys.executable, "-c", code], env={**env, "OMP_NUM_THREADS": omp}, capture_output=True, text=True
+        )
+        assert run.stdout.strip() == expected, run.stderr
 
 
 def test_degenerate_cells_are_skipped():

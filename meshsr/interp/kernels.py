@@ -14,11 +14,24 @@ cell order) with the largest score, if that score is :math:`\ge -\mathrm{tol}`.
 
 from __future__ import annotations
 
+import os
+
 import numba as nb
 import numpy as np
 
 _PAR = {"parallel": True, "cache": True, "nogil": True}
 _SEQ = {"cache": True, "nogil": True}
+
+
+def follow_omp_threads() -> None:
+    """Use at most ``OMP_NUM_THREADS`` threads (Snakemake sets it to a job's ``threads``) unless
+    ``NUMBA_NUM_THREADS`` says otherwise; results do not depend on the thread count."""
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    if "NUMBA_NUM_THREADS" not in os.environ and omp.isdigit() and int(omp) > 0:
+        nb.set_num_threads(min(int(omp), nb.config.NUMBA_NUM_THREADS))
+
+
+follow_omp_threads()
 
 
 @nb.njit(**_SEQ)
