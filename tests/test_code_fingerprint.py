@@ -25,6 +25,7 @@ SCRIPT_OF = {
     "evaluate_model": "evaluate.py",
     "plot_model": "plots.py",
     "upsample": "upsample.py",
+    "ingest_mesh": "ingest_mesh.py",
 }
 NOT_OUTPUT_CODE = {"meshsr.jobs"}  # logging and one-line failures: shapes no output
 
@@ -79,7 +80,7 @@ def test_every_module_a_rule_script_imports_is_in_its_declared_closure(rule):
 
 
 def test_every_rule_that_writes_outputs_has_its_code_param():
-    rules = re.split(r"^rule ", "\n".join(p.read_text() for p in sorted((REPO / "rules").glob("*.smk"))), flags=re.M)
+    rules = re.split(r"^(?:rule|checkpoint) ", "\n".join(p.read_text() for p in sorted((REPO / "rules").glob("*.smk"))), flags=re.M)
     with_outputs = {body.split(":", 1)[0]: body for body in rules[1:] if "\n    output:" in body}
     assert set(with_outputs) == set(OUTPUT_CODE)
     for name, body in with_outputs.items():
