@@ -178,25 +178,50 @@ def _score(packed, c, x, lam) -> float:
     return min(lam[0], low)
 
 
+@nb.njit(**_SEQ)
+def _score_above(packed, c, x, floor) -> float:
+    """:func:`_score` of ``x`` in cell ``c`` if it is above ``floor``, else -inf: the loop stops at the
+    first coordinate <= ``floor`` (the same arithmetic, so the same score where it finishes)."""
+    d = x.shape[0]
+    total = 0.0
+    low = np.inf
+    for i in range(d):
+        acc = 0.0
+        for j in range(d):
+            acc += packed[c, d + i * d + j] * (x[j] - packed[c, j])
+        if not acc > floor:
+            return -np.inf
+        total += acc
+        low = min(low, acc)
+    first = 1.0 - total
+    if not first > floor:
+        return -np.inf
+    return min(first, low)
+
+
 @nb.njit(**_PAR)
-def locate_in_buckets(queries, packed, starts, members, origin, h, shape, tol, cell, lam):  # pragma: no cover
-    """Containing cell (or -1) and barycentric coordinates of every query (see the module docstring)."""
+def locate_in_buckets(queries, packed, starts, members, origin, h, shape, below_tol, cell, lam):  # pragma: no cover
+    """Containing cell (or -1) and barycentric coordinates of every query (see the module docstring).
+
+    ``below_tol``: the float just below -tol.  A candidate must beat the best score so far (at
+    first ``below_tol``, so only scores >= -tol count), so it is dropped at its first coordinate
+    that does not: the same winner as scoring every candidate in full.
+    """
     n, d = queries.shape
     n_chunks = (n + 1023) // 1024
     for chunk in nb.prange(n_chunks):
-        work = np.empty(d + 1)
         for q in range(chunk * 1024, min(n, chunk * 1024 + 1024)):
             b = 0
             for j in range(d):
                 b = b * shape[j] + _bin(queries[q, j], origin[j], h, shape[j])
-            best = -np.inf
+            best = below_tol
             best_c = -1
             for p in range(starts[b], starts[b + 1]):
-                s = _score(packed, members[p], queries[q], work)
+                s = _score_above(packed, members[p], queries[q], best)
                 if s > best:
                     best = s
                     best_c = members[p]
-            if best_c >= 0 and best >= -tol:
+            if best_c >= 0:
                 cell[q] = best_c
                 _score(packed, best_c, queries[q], lam[q])
             else:

@@ -79,5 +79,6 @@ def locate_points(
     starts, members = kernels.cell_buckets(points, cells, good_ids, origin, h, shape)
     cell = np.empty(n_q, dtype=np.int64)  # the kernel writes every entry: -1 and zeros where outside
     lam = np.empty((n_q, dim + 1))
-    kernels.locate_in_buckets(queries, packed, starts, members, origin, h, shape, float(tol), cell, lam)
+    below_tol = float(np.nextafter(-float(tol), -np.inf))
+    kernels.locate_in_buckets(queries, packed, starts, members, origin, h, shape, below_tol, cell, lam)
     return cell, lam
