@@ -304,6 +304,13 @@ def _all_finite(array: np.ndarray) -> bool:
     return True
 
 
+def release_pages(array: np.ndarray) -> None:
+    """Drop the pages of a memory-mapped cache array from this process's memory (they stay in the page cache)."""
+    mapped = _mapping_of(array)
+    if mapped is not None:
+        mapped.madvise(mmap.MADV_DONTNEED)
+
+
 def _mapping_of(array: np.ndarray) -> mmap.mmap | None:
     """The memory map under ``array`` when pages can be released from it (Linux), else None."""
     base = array

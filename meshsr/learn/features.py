@@ -41,6 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from meshsr.cache.format import release_pages
 from meshsr.errors import InputError
 from meshsr.interp.operator import InterpolationOperator
 from meshsr.learn.normalisation import moments
@@ -123,7 +124,13 @@ def field_spread(interpolated: np.ndarray, sims: tuple[int, ...], frames: tuple[
     """Per-field standard deviation :math:`\\sigma_u` of ``interpolated`` (S, T, N, F) over ``sims`` and
     ``frames`` (all if None): the scale floor of a builder for the training split."""
     picked = list(range(interpolated.shape[1]) if frames is None else frames)
-    _, std, _ = moments(interpolated[sim][picked] for sim in sims)
+
+    def chunks():
+        for sim in sims:
+            yield interpolated[sim][picked]
+            release_pages(interpolated)  # a memory-mapped cache: keep only a simulation's pages at a time
+
+    _, std, _ = moments(chunks())
     return std
 
 

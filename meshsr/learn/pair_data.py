@@ -117,6 +117,8 @@ def load_pair_data(
         cache = read_pair_cache(cache_path)
         check_cache_matches(cache, cache_path, source, target, src, dst, rebuild)
         check_fresh(cache, cache_path, src_path, dst_path, rebuild=rebuild, memo=memo)
+        # The target's fields are read from the cache (target_fields): keep the bundle's shape, not its memory.
+        dst.fields = np.broadcast_to(np.zeros((), dtype=dst.fields.dtype), dst.fields.shape)
     if src.dim != dst.dim:
         problem = f"source mesh is {src.dim}D but target mesh is {dst.dim}D"
         raise InputError(f"{src_path} / {dst_path}", f"{problem}; pair meshes of the same dimension")

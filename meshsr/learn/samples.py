@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from meshsr.cache.format import release_pages
 from meshsr.learn.features import FeatureBuilder
 from meshsr.learn.normalisation import Normalisation, RunningMoments
 
@@ -164,6 +165,8 @@ def write_split(
             if norm is None:
                 features_moments.add(features, new_group=i == 0)
                 residual_moments.add(residuals, new_group=i == 0)
+        release_pages(interpolated)  # a memory-mapped cache: what this simulation touched
+        release_pages(target_fields)
     if norm is None:
         mean, std, _ = features_moments.result()
         norm = Normalisation(mean, std, residual_moments.result()[2])
