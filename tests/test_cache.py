@@ -22,8 +22,18 @@ from cache_helpers import (
 )
 
 from meshsr.cache.build import make_pair_cache
-from meshsr.cache.format import CacheError, data_problem, inspect_pair_cache, read_pair_cache, write_pair_cache
+from meshsr.cache.format import (
+    CacheError,
+    PairCache,
+    data_problem,
+    inspect_pair_cache,
+    read_pair_cache,
+    release_pages,
+    write_pair_cache,
+)
 from meshsr.cache.freshness import StaleCacheError, cache_code_fingerprint, check_fresh, rebuild_command
+from meshsr.example.mesh import make_mesh
+from meshsr.interp.operator import InterpolationOperator
 from meshsr.learn.pair_data import load_pair_data
 
 READERS = [read_pair_cache, inspect_pair_cache]
@@ -311,3 +321,28 @@ def test_concurrent_writers_never_leave_a_torn_file(pair, tmp_path):
     assert [w.exitcode for w in writers] == [0, 0]
     assert seen <= versions and read_pair_cache(pair["cache"]).meta["source_sha256"] in versions
     assert [p.name for p in pair["cache"].parent.iterdir()] == ["a_b.npz"]
+
+
+def resident_file_kb() -> int:
+    """This process's resident file-backed memory (Linux /proc), kB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1])
+    pytest.skip("no RssFile in /proc/self/status")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux only")
+def test_mapped_fields_leave_memory_once_checked_and_when_released(tmp_path):
+    src, cells = make_mesh(200, seed=1)
+    dst, _ = make_mesh(2000, seed=2)
+    operator = InterpolationOperator.build(src, cells, dst)
+    fields = np.ones((2, 400, len(dst), 2), np.float32)  # about 13 MB each
+    path = tmp_path / "a_b.npz"
+    write_pair_cache(path, PairCache(fields, fields, operator, {"format_version": 1}))
+    before = resident_file_kb()
+    cache = read_pair_cache(path)  # the finiteness check touches every page, then releases them
+    assert resident_file_kb() - before < fields.nbytes / 1024 / 2
+    assert float(cache.target_fields.sum(dtype=np.float64)) == fields.size
+    assert resident_file_kb() - before > fields.nbytes / 1024 * 0.8  # mapped while used
+    release_pages(cache.target_fields)
+    assert resident_file_kb() - before < fields.nbytes / 1024 / 2
