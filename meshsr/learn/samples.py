@@ -29,7 +29,7 @@ from meshsr.learn.features import FeatureBuilder
 from meshsr.learn.normalisation import Normalisation, RunningMoments
 
 PASS_BYTES = 1 << 25  # of the file gathered before its mapped pages are released
-PREFETCH_BYTES = 1 << 27  # rows of upcoming batches gathered at once
+PREFETCH_BYTES = 1 << 26  # rows of upcoming batches gathered at once (two such groups are held)
 STANDARDISE_ROWS = 1 << 16  # rows standardised at a time: float64 temporaries stay small
 
 
@@ -97,22 +97,23 @@ class SplitSamples:
         rows = self.file.rows
         return rows if self.per_frame else rows.reshape(-1, rows.shape[-1])
 
-    def take(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Features, gains and targets of samples ``idx`` (in that order) on the device.
+    def take(self, idx: np.ndarray, buffers: Buffers | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Features, gains and targets of samples ``idx`` (in that order) on the device, in ``buffers`` if given.
 
         One pass over the file in ascending order, releasing mapped pages every ``PASS_BYTES``.
         """
         flat = self._flat()
         order = np.argsort(idx, kind="stable")
         ordered = idx[order]
-        raw = np.empty((len(idx), *flat.shape[1:]), dtype=np.float32)
+        buffers = buffers or Buffers(len(idx), flat.shape[1:], self.file.n_features, self.file.n_fields)
+        raw = buffers.rows[: len(idx)]
         per_pass = max(1, PASS_BYTES // (flat[0].nbytes or 1))
         bounds = np.searchsorted(ordered, np.arange(0, len(flat) + per_pass, per_pass))
         for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
             if hi > lo:
                 raw[order[lo:hi]] = flat[ordered[lo:hi]]
                 self.file.release()
-        return self._tensors(raw)
+        return self._tensors(raw, buffers)
 
     def frames(self, chunk: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Features, gains and targets (C, N, ...) of the frames in ``chunk``."""
@@ -120,10 +121,31 @@ class SplitSamples:
         self.file.release()
         return self._tensors(raw)
 
-    def _tensors(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _tensors(
+        self, rows: np.ndarray, buffers: Buffers | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         k, f = self.file.n_features, self.file.n_fields
+        buffers = buffers or Buffers(len(rows), rows.shape[1:], k, f)
         parts = (rows[..., :k], rows[..., k : k + f], rows[..., k + f :])
-        return tuple(torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in parts)  # type: ignore[return-value]
+        out = tuple(b[: len(rows)] for b in (buffers.features, buffers.gains, buffers.targets))
+        for target, part in zip(out, parts, strict=True):
+            np.copyto(target, part)
+        return tuple(torch.from_numpy(a).to(self.device) for a in out)  # type: ignore[return-value]
+
+
+class Buffers:
+    """Memory for ``capacity`` samples of shape ``shape`` (..., K + 2F) and their features, gains and targets.
+
+    Reused from one group of batches to the next but one (:class:`Prefetched`): fresh memory
+    would cost a page fault per page on every group.
+    """
+
+    def __init__(self, capacity: int, shape: tuple[int, ...], k: int, f: int) -> None:
+        self.capacity = capacity
+        self.rows = np.empty((capacity, *shape), dtype=np.float32)
+        self.features = np.empty((capacity, *shape[:-1], k), dtype=np.float32)
+        self.gains = np.empty((capacity, *shape[:-1], f), dtype=np.float32)
+        self.targets = np.empty((capacity, *shape[:-1], f), dtype=np.float32)
 
 
 def standardised(raw: np.ndarray, norm: Normalisation, k: int, f: int) -> np.ndarray:
@@ -183,6 +205,8 @@ class Prefetched:
 
     def __init__(self, samples: SplitSamples, draw: Callable[[], tuple[torch.Tensor, torch.Tensor]], total: int):
         self.samples, self.draw, self.left = samples, draw, total
+        # Two sets: the batches of one group are still in use while the next group is gathered.
+        self._buffers: list[Buffers | None] = [None, None]
         self._queue: Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = iter(())
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -200,7 +224,13 @@ class Prefetched:
         drawn = [(first_rows, first_share)] + [self.draw() for _ in range(count - 1)]
         self.left -= count
         idx = torch.cat([share for _, share in drawn]).numpy()
-        x, gains, targets = self.samples.take(idx)
+        self._buffers.reverse()
+        buffers = self._buffers[0]
+        if buffers is None or buffers.capacity < len(idx):
+            file = self.samples.file
+            buffers = Buffers(len(idx), self.samples._flat().shape[1:], file.n_features, file.n_fields)
+            self._buffers[0] = buffers
+        x, gains, targets = self.samples.take(idx, buffers)
         start = 0
         for rows, share in drawn:
             end = start + len(share)
