@@ -130,6 +130,7 @@ def _with_rebuild_hint(exc: CacheError, path: Path) -> CacheError:
 _READ_ERRORS = (ValueError, OSError, EOFError, KeyError, NotImplementedError, RuntimeError)
 _READ_ERRORS += (zipfile.BadZipFile, struct.error, zlib.error)
 BIG_KEYS = ("coarse_interp", "fine_features")
+SMALL_KEYS = tuple(k for k in ARRAY_KEYS if k not in (*BIG_KEYS, "meta"))  # the operator and mesh arrays
 STREAM_CHUNK = 1 << 24
 
 
@@ -172,6 +173,15 @@ def _read_meta(zf: zipfile.ZipFile, path: Path) -> dict[str, Any]:
     if version != FORMAT_VERSION:
         raise stale_cache_error(path, meta, f"format_version {version}, this meshsr reads {FORMAT_VERSION}")
     return meta
+
+
+def _small_arrays(zf: zipfile.ZipFile) -> dict[str, np.ndarray]:
+    """The :data:`SMALL_KEYS` arrays of an open cache, read whole (never the field arrays)."""
+    arrays = {}
+    for key in SMALL_KEYS:
+        with zf.open(f"{key}.npy") as fh:
+            arrays[key] = np.lib.format.read_array(fh, allow_pickle=False)
+    return arrays
 
 
 def _headers(zf: zipfile.ZipFile, path: Path) -> dict[str, _Header]:
@@ -227,11 +237,7 @@ def _read_pair_cache(path: Path) -> PairCache:
         with zipfile.ZipFile(path) as zf:
             meta = _read_meta(zf, path)
             headers = _headers(zf, path)
-            arrays = {}
-            for key in ARRAY_KEYS:
-                if key not in (*BIG_KEYS, "meta"):
-                    with zf.open(f"{key}.npy") as fh:
-                        arrays[key] = np.lib.format.read_array(fh, allow_pickle=False)
+            arrays = _small_arrays(zf)
             _check_layout(path, headers, arrays)
             arrays.update(_field_arrays(zf, path, headers))
     except CacheError:
@@ -347,11 +353,7 @@ def _inspect_pair_cache(path: Path) -> CacheSummary:
         with zipfile.ZipFile(path) as zf:
             meta = _read_meta(zf, path)
             headers = _headers(zf, path)
-            small = {}
-            for key in ARRAY_KEYS:
-                if key not in (*BIG_KEYS, "meta"):
-                    with zf.open(f"{key}.npy") as fh:
-                        small[key] = np.lib.format.read_array(fh, allow_pickle=False)
+            small = _small_arrays(zf)
             _check_layout(path, headers, small)
             for key in BIG_KEYS:
                 _stream_finite(zf, path, key)

@@ -11,22 +11,17 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-import numpy as np
-
 from meshsr.cache.format import (
     _READ_ERRORS,
-    ARRAY_KEYS,
-    BIG_KEYS,
     CacheError,
     CacheSummary,
     _check_layout,
     _headers,
     _read_meta,
+    _small_arrays,
     _with_hint,
 )
 from meshsr.interp.operator import METHOD, InterpolationOperator
-
-OPERATOR_KEYS = tuple(k for k in ARRAY_KEYS if k not in (*BIG_KEYS, "meta"))
 
 
 def read_pair_operator(path: str | Path) -> tuple[InterpolationOperator, CacheSummary]:
@@ -45,10 +40,7 @@ def _read_pair_operator(path: Path) -> tuple[InterpolationOperator, CacheSummary
         with zipfile.ZipFile(path) as zf:
             meta = _read_meta(zf, path)
             headers = _headers(zf, path)
-            arrays = {}
-            for key in OPERATOR_KEYS:
-                with zf.open(f"{key}.npy") as fh:
-                    arrays[key] = np.lib.format.read_array(fh, allow_pickle=False)
+            arrays = _small_arrays(zf)
     except CacheError:
         raise
     except _READ_ERRORS as exc:
