@@ -8,6 +8,8 @@ square with u = 0 on the boundary, solved exactly,
 
 with random amplitudes a_k per simulation (the same at every resolution), and its flux
 -grad c as a vector field. Each resolution is a Delaunay mesh of its own jittered grid.
+It also writes ``{out}/coarse/new{k}.xdmf``: new runs (amplitudes of their own) on the
+coarse mesh only, with no fine counterpart, for the upsample step.
 
     python docs/byod_solver.py --out runs --coarse 400 --fine 1600 --simulations 3 --frames 4
 """
@@ -54,19 +56,24 @@ def main() -> None:
     parser.add_argument("--fine", type=int, default=1600, help="nodes of the fine mesh")
     parser.add_argument("--simulations", type=int, default=3)
     parser.add_argument("--frames", type=int, default=4)
+    parser.add_argument("--new-runs", type=int, default=1, help="coarse-only runs new{k}.xdmf (default: 1)")
     args = parser.parse_args()
     amplitudes = np.random.default_rng(0).normal(size=(args.simulations, len(MODES)))
+    new_amplitudes = np.random.default_rng(1).normal(size=(args.new_runs, len(MODES)))
     times = np.linspace(0.0, 2.0, args.frames)
     for seed, (res, n_nodes) in enumerate({"coarse": args.coarse, "fine": args.fine}.items()):
         points, triangles = mesh(n_nodes, seed)
         folder = Path(args.out) / res
         folder.mkdir(parents=True, exist_ok=True)
         with contextlib.chdir(folder):  # TimeSeriesWriter writes the .h5 into the working directory
-            for s in range(args.simulations):
-                with meshio.xdmf.TimeSeriesWriter(f"sim{s}.xdmf") as writer:
+            runs = {f"sim{s}": a for s, a in enumerate(amplitudes)}
+            if res == "coarse":
+                runs |= {f"new{k}": a for k, a in enumerate(new_amplitudes)}
+            for name, run_amplitudes in runs.items():
+                with meshio.xdmf.TimeSeriesWriter(f"{name}.xdmf") as writer:
                     writer.write_points_cells(points, [("triangle", triangles)])
                     for t in times:
-                        writer.write_data(t, point_data=solution(points, t, amplitudes[s]))
+                        writer.write_data(t, point_data=solution(points, t, run_amplitudes))
         print(f"{folder}: {len(points)} nodes, {len(triangles)} triangles, {args.simulations} x {args.frames} frames")
 
 

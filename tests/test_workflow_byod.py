@@ -9,6 +9,7 @@ import shutil
 import subprocess
 
 import h5py
+import meshio
 import numpy as np
 import pytest
 import yaml
@@ -67,7 +68,9 @@ def byod(tmp_path_factory) -> Workflow:
     wf = copy_workflow(tmp_path_factory.mktemp("byod") / "wf")
     (wf.root / "docs").mkdir()
     shutil.copy2(REPO / "docs" / "byod_solver.py", wf.root / "docs")
-    (wf.root / "my.yaml").write_text(fenced(readme_section(), "yaml"))
+    config = yaml.safe_load(fenced(readme_section(), "yaml"))
+    config["train"] |= {"epochs": 1, "steps_per_epoch": 10, "hidden": 16}  # tiny: the run, not the model, is tested
+    (wf.root / "my.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     solver, caches, everything = readme_commands()
     assert solver[:2] == ["python", "docs/byod_solver.py"] and caches[-1] == "caches" and everything[-1] == "all"
     subprocess.run([str(REPO / ".venv" / "bin" / "python"), *solver[1:]], cwd=wf.root, check=True, timeout=300)
@@ -84,14 +87,35 @@ def test_worked_example_ingests_both_resolutions_and_builds_the_cache(byod):
         assert bundle.field_names == ["c", "flux_x", "flux_y"]
         np.testing.assert_allclose(bundle.times, np.linspace(0, 2, 4))
     assert (byod.root / config["cache_dir"] / "coarse_fine.npz").is_file()
-    jobs, _ = dry_run(byod, "all", "--configfile", "my.yaml")
-    assert jobs.get("train_model") == 1 and "evaluate_model" in jobs
-    assert not {"ingest_mesh", "pair_cache", "example_data"} & set(jobs)
+    jobs, output = dry_run(byod, "all", "--configfile", "my.yaml")
+    assert jobs.get("train_model") == 1 and "evaluate_model" in jobs and jobs.get("upsample") == 1
+    assert not {"pair_cache", "example_data"} & set(jobs)
+    assert jobs.get("ingest_mesh") == 1 and "results/inputs/upsample-new-run.npz" in output  # the new run only
+
+
+def test_worked_example_ends_with_the_new_run_super_resolved_for_paraview(byod, tmp_path):
+    wf = byod.clone(tmp_path / "wf")
+    everything = readme_commands()[-1]
+    snakemake(wf, everything)
+    upsampled = load_bundle(wf.root / "results" / "upsampled" / "new-run.npz")
+    fine = load_bundle(wf.root / "results" / "inputs" / "fine.npz")
+    np.testing.assert_array_equal(upsampled.points, fine.points)
+    assert upsampled.field_names == fine.field_names and upsampled.fields.shape == (1, *fine.fields.shape[1:])
+    assert np.isfinite(upsampled.fields).all()
+    xdmf = wf.root / "results" / "upsampled" / "new-run.xdmf"
+    with meshio.xdmf.TimeSeriesReader(xdmf) as reader:
+        points, _ = reader.read_points_cells()
+        times = [reader.read_data(k)[0] for k in range(reader.num_steps)]
+        _, point_data, _ = reader.read_data(reader.num_steps - 1)
+    assert len(points) == len(fine.points) and np.allclose(times, fine.times)
+    np.testing.assert_allclose(point_data["c_prediction"], upsampled.fields[0, -1, :, 0], rtol=1e-6)
+    assert (xdmf.parent / "new-run.h5").is_file()
+    assert dry_run(wf, "all", "--configfile", "my.yaml")[0] == {}  # nothing left to do
 
 
 def test_a_users_config_file_plans_only_its_resolutions(byod):
     jobs, output = byod.planned_before
-    assert jobs["ingest_mesh"] == 2 and jobs["pair_cache"] == 1 and jobs["train_model"] == 1
+    assert jobs["ingest_mesh"] == 3 and jobs["pair_cache"] == 1 and jobs["train_model"] == 1  # coarse, fine, new run
     assert "example_data" not in jobs
     assert "medium" not in output and "results/example" not in output
     assert "results/my-cache/coarse_fine.npz" in output
