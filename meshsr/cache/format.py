@@ -21,6 +21,7 @@ and to the running cache code is :mod:`meshsr.cache.freshness`'s question.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -30,6 +31,7 @@ import platform
 import struct
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -230,20 +232,28 @@ def read_pair_cache(path: str | Path) -> PairCache:
     return _with_hint(_read_pair_cache, Path(path))
 
 
-def _read_pair_cache(path: Path) -> PairCache:
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[tuple[zipfile.ZipFile, dict[str, Any], dict[str, _Header], dict[str, np.ndarray]]]:
+    """The open cache at ``path``, its meta, headers and small arrays, checked; any read error
+    (here or in the ``with`` body) becomes one :class:`CacheError` naming the file."""
     if not path.is_file():
         raise CacheError(path, "pair cache does not exist")
     try:
         with zipfile.ZipFile(path) as zf:
             meta = _read_meta(zf, path)
             headers = _headers(zf, path)
-            arrays = _small_arrays(zf)
-            _check_layout(path, headers, arrays)
-            arrays.update(_field_arrays(zf, path, headers))
+            small = _small_arrays(zf)
+            _check_layout(path, headers, small)
+            yield zf, meta, headers, small
     except CacheError:
         raise
     except _READ_ERRORS as exc:
         raise CacheError(path, f"corrupt pair cache: cannot read it as a plain-array npz ({exc})") from None
+
+
+def _read_pair_cache(path: Path) -> PairCache:
+    with _opened(path) as (zf, meta, headers, arrays):
+        arrays.update(_field_arrays(zf, path, headers))
     ci, ff = arrays["coarse_interp"], arrays["fine_features"]
     _check(_all_finite(ci) and _all_finite(ff), path, "NaN/Inf in field arrays")
     operator = InterpolationOperator.from_arrays(arrays, method=str(meta.get("method", METHOD)))
@@ -347,20 +357,9 @@ def inspect_pair_cache(path: str | Path) -> CacheSummary:
 
 
 def _inspect_pair_cache(path: Path) -> CacheSummary:
-    if not path.is_file():
-        raise CacheError(path, "pair cache does not exist")
-    try:
-        with zipfile.ZipFile(path) as zf:
-            meta = _read_meta(zf, path)
-            headers = _headers(zf, path)
-            small = _small_arrays(zf)
-            _check_layout(path, headers, small)
-            for key in BIG_KEYS:
-                _stream_finite(zf, path, key)
-    except CacheError:
-        raise
-    except _READ_ERRORS as exc:
-        raise CacheError(path, f"corrupt pair cache: cannot read it as a plain-array npz ({exc})") from None
+    with _opened(path) as (zf, meta, headers, small):
+        for key in BIG_KEYS:
+            _stream_finite(zf, path, key)
     s, t, n, f = headers["coarse_interp"].shape
     op_shape = (int(small["op_shape"][0]), int(small["op_shape"][1]))
     n_extrapolated = int(small["extrapolated"].sum())

@@ -8,19 +8,9 @@ then reads only the operator's members.
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
-from meshsr.cache.format import (
-    _READ_ERRORS,
-    CacheError,
-    CacheSummary,
-    _check_layout,
-    _headers,
-    _read_meta,
-    _small_arrays,
-    _with_hint,
-)
+from meshsr.cache.format import CacheSummary, _opened, _with_hint
 from meshsr.interp.operator import METHOD, InterpolationOperator
 
 
@@ -34,20 +24,9 @@ def read_pair_operator(path: str | Path) -> tuple[InterpolationOperator, CacheSu
 
 
 def _read_pair_operator(path: Path) -> tuple[InterpolationOperator, CacheSummary]:
-    if not path.is_file():
-        raise CacheError(path, "pair cache does not exist")
-    try:
-        with zipfile.ZipFile(path) as zf:
-            meta = _read_meta(zf, path)
-            headers = _headers(zf, path)
-            arrays = _small_arrays(zf)
-    except CacheError:
-        raise
-    except _READ_ERRORS as exc:
-        raise CacheError(path, f"corrupt pair cache: cannot read it as a plain-array npz ({exc})") from None
-    _check_layout(path, headers, arrays)
+    with _opened(path) as (_, meta, headers, arrays):
+        s, t, n, f = headers["coarse_interp"].shape
     operator = InterpolationOperator.from_arrays(arrays, method=str(meta.get("method", METHOD)))
-    s, t, n, f = headers["coarse_interp"].shape
     summary = CacheSummary(
         meta=meta,
         shape=(s, t, n, f),
