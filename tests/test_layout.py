@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "meshsr"
-SHARED = {"meshsr", "meshsr.__version__", "meshsr.errors", "meshsr.atomic"}  # every subpackage may use these
+# every subpackage may use these
+SHARED = {"meshsr", "meshsr.__version__", "meshsr.errors", "meshsr.atomic", "meshsr.memory"}
 MAY_IMPORT = {
     "provenance": set(),
     "mesh": set(),
