@@ -21,7 +21,7 @@ from meshsr.learn.pair_data import load_pair_data
 from meshsr.learn.settings import FitSettings, RunSettings
 from meshsr.learn.splits import make_splits
 from meshsr.learn.trained_model import TrainedModel
-from meshsr.learn.training import Checkpoint, build_tensors, one_cycle, train_job, train_pair
+from meshsr.learn.training import Checkpoint, one_cycle, train_job, train_pair, training_samples
 from meshsr.mesh.bundle import load_bundle, peek_shape, save_bundle
 
 FIT = TINY.fit
@@ -115,7 +115,7 @@ def test_normalisation_uses_the_training_split_only(tiny):
 
     def statistics():
         builder = data.feature_builder(field_std=field_spread(data.cache.interpolated, splits.train))
-        return builder.options, build_tensors(builder, data, splits.train, frames, None, torch.device("cpu"))[1]
+        return builder.options, training_samples(builder, data, splits.train, frames, torch.device("cpu"))[1]
 
     options, norm = statistics()
     # change everything outside the training simulation: the statistics must not move
