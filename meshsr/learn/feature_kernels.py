@@ -33,20 +33,18 @@ from meshsr.interp.kernels import follow_omp_threads
 follow_omp_threads()
 
 
-@nb.njit(inline="always")
-def _put(features, r, c, value, mean, inv_std):  # pragma: no cover - compiled
-    """``features[r, c]`` = the value rounded to float32, then standardised: (x - mean[c]) / std[c]."""
-    raw = np.float64(np.float32(value))
-    features[r, c] = np.float32((raw - mean[c]) * inv_std[c])
+CHUNK_ROWS = 256  # rows per parallel task: each has its own scratch row
 
 
 @nb.njit(parallel=True, cache=True, nogil=True)
 def row_features(
-    order, frames, nodes, here, before, after, u, quantities, node_index, node_data, sizes, floor, mean, inv_std,
-    inv_rho, features, gains,
+    order, positions, frames, nodes, here, before, after, u, quantities, node_index, node_data, sizes, floor, mean,
+    inv_std, inv_rho, features, gains,
 ):  # pragma: no cover - compiled
-    """Features (R, K) and gains (R, F) of rows (``frames[r]``, ``nodes[r]``), computed in the sequence ``order``
-    (rows of one frame together keep its source quantities in cache); see the module docstring.
+    """Features (R, K) and gains (R, F) of rows (``frames[r]``, ``nodes[r]``), the ``p``-th computed being row
+    ``order[p]``, written to ``features[positions[p]]`` and ``gains[positions[p]]``; see the module docstring.
+    Rows of one frame computed together keep its source quantities in cache, and output written in sequence
+    keeps the stores in cache.
 
     ``here``, ``before``, ``after`` (R, F) float32: the cached :math:`I u` of the row's frame and its
     neighbours.  ``u`` (G, N_src, F) and ``quantities`` (G, N_src, F, Q) float32: the source values and
@@ -64,53 +62,79 @@ def row_features(
     at_moment = k + k * d
     at_shift = at_moment + n_c
     at_geo = at_shift + n_shift * k
-    for p in nb.prange(order.shape[0]):
-        r = order[p]
-        g = frames[r]
-        n = nodes[r]
-        for c in range(n_geo):
-            _put(features, r, c, node_data[n, at_geo + c], mean, inv_std)
-        for f in range(n_fields):
-            base = n_geo + f * per_field
-            interp = np.float64(here[r, f])
-            squares = 0.0
-            for i in range(k):
-                uv = np.float64(u[g, node_index[n, i], f])
-                squares += uv * uv
-            scale = np.sqrt(squares / k) + floor[f]
-            gains[r, f] = np.float32(scale * inv_rho[f])
-            inv = 1.0 / scale
-            _put(features, r, base, interp * inv, mean, inv_std)
-            for i in range(k):
-                uv = np.float64(u[g, node_index[n, i], f])
-                _put(features, r, base + 1 + i, (uv - interp) * inv, mean, inv_std)
-            # grad_corr = sum_i lambda_i G u(v_i) . (x - v_i); grad{a}, hess{ab}, smooth{s}: sum_i lambda_i q(v_i)
-            grad_corr = 0.0
+    n_rows = order.shape[0]
+    n_features = features.shape[1]
+    n_chunks = (n_rows + CHUNK_ROWS - 1) // CHUNK_ROWS
+    for chunk in nb.prange(n_chunks):
+        # scratch: the row's raw values (written out standardised at the end) and per-field sums;
+        # loops run over the fields innermost, so each index and weight is read once per row
+        values = np.empty(n_features)
+        interp = np.empty(n_fields)
+        inv = np.empty(n_fields)
+        grad_corr = np.empty(n_fields)
+        sums = np.empty((n_fields, n_q))
+        for p in range(chunk * CHUNK_ROWS, min(n_rows, (chunk + 1) * CHUNK_ROWS)):
+            r = order[p]
+            w = positions[p]
+            g = frames[r]
+            n = nodes[r]
+            for c in range(n_geo):
+                values[c] = node_data[n, at_geo + c]
+            for f in range(n_fields):
+                squares = 0.0
+                for i in range(k):
+                    uv = np.float64(u[g, node_index[n, i], f])
+                    squares += uv * uv
+                scale = np.sqrt(squares / k) + floor[f]
+                gains[w, f] = np.float32(scale * inv_rho[f])
+                interp[f] = np.float64(here[r, f])
+                inv[f] = 1.0 / scale
+                values[n_geo + f * per_field] = interp[f] * inv[f]
+                grad_corr[f] = 0.0
+                for j in range(n_q):
+                    sums[f, j] = 0.0
+            # vertex{i}; grad_corr = sum_i lambda_i G u(v_i) . (x - v_i);
+            # grad{a}, hess{ab}, smooth{s}: sum_i lambda_i q(v_i)
             for i in range(k):
                 v = node_index[n, i]
-                dot = 0.0
-                for a in range(d):
-                    dot += np.float64(quantities[g, v, f, a]) * node_data[n, at_offsets + i * d + a]
-                grad_corr += node_data[n, i] * dot
-            _put(features, r, base + 1 + k, grad_corr * inv, mean, inv_std)
-            hess_corr = 0.0
-            for j in range(n_q):
-                value = 0.0
-                for i in range(k):
-                    value += node_data[n, i] * np.float64(quantities[g, node_index[n, i], f, j])
-                if d <= j < d + n_c:
-                    hess_corr += value * node_data[n, at_moment + j - d]
-                _put(features, r, base + 3 + k + j, value * inv, mean, inv_std)
-            _put(features, r, base + 2 + k, hess_corr * inv, mean, inv_std)
+                lam = node_data[n, i]
+                for f in range(n_fields):
+                    base = n_geo + f * per_field
+                    values[base + 1 + i] = (np.float64(u[g, v, f]) - interp[f]) * inv[f]
+                    dot = 0.0
+                    for a in range(d):
+                        dot += np.float64(quantities[g, v, f, a]) * node_data[n, at_offsets + i * d + a]
+                    grad_corr[f] += lam * dot
+                    for j in range(n_q):
+                        sums[f, j] += lam * np.float64(quantities[g, v, f, j])
+            for f in range(n_fields):
+                base = n_geo + f * per_field
+                values[base + 1 + k] = grad_corr[f] * inv[f]
+                hess_corr = 0.0
+                for c in range(n_c):
+                    hess_corr += sums[f, d + c] * node_data[n, at_moment + c]
+                values[base + 2 + k] = hess_corr * inv[f]
+                for j in range(n_q):
+                    values[base + 3 + k + j] = sums[f, j] * inv[f]
+            # shift{a}{+-}{k}: I u at the shifted point minus I u
             for s in range(n_shift):
-                value = 0.0
+                for f in range(n_fields):
+                    sums[f, 0] = 0.0
                 for i in range(k):
                     e = s * k + i
-                    value += node_data[n, at_shift + e] * np.float64(u[g, node_index[n, k + e], f])
-                _put(features, r, base + 3 + k + n_q + s, (value - interp) * inv, mean, inv_std)
-            last = base + 3 + k + n_q + n_shift
-            _put(features, r, last, (np.float64(before[r, f]) - interp) * inv, mean, inv_std)
-            _put(features, r, last + 1, (np.float64(after[r, f]) - interp) * inv, mean, inv_std)
+                    v = node_index[n, k + e]
+                    weight = node_data[n, at_shift + e]
+                    for f in range(n_fields):
+                        sums[f, 0] += weight * np.float64(u[g, v, f])
+                for f in range(n_fields):
+                    base = n_geo + f * per_field
+                    values[base + 3 + k + n_q + s] = (sums[f, 0] - interp[f]) * inv[f]
+            for f in range(n_fields):
+                last = n_geo + f * per_field + 3 + k + n_q + n_shift
+                values[last] = (np.float64(before[r, f]) - interp[f]) * inv[f]
+                values[last + 1] = (np.float64(after[r, f]) - interp[f]) * inv[f]
+            for c in range(n_features):
+                features[w, c] = np.float32((np.float64(np.float32(values[c])) - mean[c]) * inv_std[c])
 
 
 @nb.njit(parallel=True, cache=True, nogil=True)

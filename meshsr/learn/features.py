@@ -333,7 +333,7 @@ class FeatureBuilder:
         after: np.ndarray,
         norm: Normalisation | None = None,
         out: tuple[np.ndarray, np.ndarray] | None = None,
-        order: np.ndarray | None = None,
+        layout: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Features (R, K) and local scales (R, F), float32, of the rows (``frames[r]``, ``nodes[r]``).
 
@@ -342,8 +342,10 @@ class FeatureBuilder:
         and of the frames before and after it (clamped at the ends).  With ``norm`` the features
         come standardised and the scales as gains (scale / residual RMS): ``norm.features`` and
         ``norm.gains`` of the raw values, to float32 rounding (the kernel multiplies by 1 / std).
-        ``out``: arrays to write into.  Rows are computed frame by frame (``order``, by default
-        :func:`frame_order` of ``frames``), which keeps a frame's source quantities in cache.
+        ``out``: arrays to write into.  ``layout``: (order, positions), the ``p``-th row computed is
+        row ``order[p]`` and goes to output row ``positions[p]``; by default rows are computed frame by
+        frame (:func:`frame_order`), which keeps a frame's source quantities in cache, and written
+        in the order given.
         """
         from meshsr.learn.feature_kernels import row_features
 
@@ -356,9 +358,11 @@ class FeatureBuilder:
         else:
             mean, std, rho = norm.feature_mean, norm.feature_std, norm.target_rms
         frames = np.asarray(frames, dtype=np.int64)
-        order = frame_order(frames, len(quantities)) if order is None else order
+        if layout is None:
+            order = frame_order(frames, len(quantities))
+            layout = (order, order)
         row_features(
-            order, frames, np.asarray(nodes, dtype=np.int64),
+            *layout, frames, np.asarray(nodes, dtype=np.int64),
             *(np.ascontiguousarray(a, dtype=np.float32) for a in (here, before, after)),
             quantities.values, quantities.derived, self._node_index, self._node_data, self._sizes,
             SCALE_FLOOR * self.field_std, np.asarray(mean, dtype=np.float64), 1.0 / np.asarray(std, dtype=np.float64),
