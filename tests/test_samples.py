@@ -11,7 +11,7 @@ from meshsr.learn import samples
 from meshsr.learn.features import field_spread
 from meshsr.learn.normalisation import Normalisation, RunningMoments, moments
 from meshsr.learn.pair_data import load_pair_data
-from meshsr.learn.samples import Prefetched, Rows, TrainingSamples, fit_statistics, frame_samples
+from meshsr.learn.samples import Prefetched, Rows, TrainingSamples, fit_statistics, frame_samples, layout
 
 SIMS, FRAMES = (0, 2), (0, 1, 2, 4)
 
@@ -47,6 +47,28 @@ def whole_split(data, builder, norm=None):
     return tuple(np.concatenate(a).reshape(-1, a[0].shape[-1]) for a in (features, scales, residuals))
 
 
+def arranged(idx, n_nodes, n_frames, segments=None):
+    """The rows ``idx`` as assemble lays them out: each segment in its place, by node block and frame."""
+    order, positions = layout(*np.divmod(idx, n_nodes), n_frames, segments)
+    out = np.empty_like(idx)
+    out[positions] = idx[order]
+    return out
+
+
+def test_layout_keeps_segments_in_place_and_sorts_each_by_node_block_and_frame(monkeypatch):
+    monkeypatch.setattr(samples, "NODE_BLOCK", 10)
+    frames = np.array([3, 1, 3, 0, 2, 1, 0, 2])
+    nodes = np.array([5, 15, 1, 7, 3, 2, 30, 12])
+    order, positions = layout(frames, nodes, 4, [5, 3])
+    assert sorted(positions.tolist()) == list(range(8))
+    taken = np.empty_like(order)
+    taken[positions] = order
+    # segment 1 (rows 0-4): block 0 by frame (rows 0 and 2, both frame 3, stably), then block 1; segment 2 likewise
+    assert taken.tolist() == [3, 4, 0, 2, 1, 5, 7, 6]
+    whole, _ = layout(frames, nodes, 4)
+    assert whole.tolist() == [3, 5, 4, 0, 2, 1, 7, 6]
+
+
 def test_running_moments_in_pieces_equal_moments_over_whole_chunks():
     rng = np.random.default_rng(0)
     chunks = [(rng.standard_normal((7, 300, 5)) * rng.uniform(0.1, 100, 5) + 3).astype(np.float32) for _ in range(3)]
@@ -62,11 +84,13 @@ def test_rows_in_any_order_are_the_whole_simulations_features_at_those_rows(data
     raw = whole_split(data, builder)
     assert len(rows) == len(raw[0]) == len(SIMS) * len(FRAMES) * data.shape[2]
     idx = np.random.default_rng(1).integers(0, len(rows), 700)  # unsorted, with repeats
+    n = data.shape[2]
     for ours, theirs in zip(rows.assemble(idx, None), raw, strict=True):
-        assert np.array_equal(ours, theirs[idx])
+        assert np.array_equal(ours, theirs[arranged(idx, n, rows.n_frames)])
     norm = fit_statistics(rows)
     standardised = whole_split(data, builder, norm)
-    got = rows.assemble(idx, norm)
+    got = rows.assemble(idx, norm, segments=[300, 400])
+    idx = arranged(idx, n, rows.n_frames, [300, 400])
     for ours, theirs in zip(got, standardised, strict=True):
         assert np.array_equal(ours, theirs[idx])
     # the standardisation is Normalisation's, to float32 rounding (the kernel multiplies by 1 / std)
@@ -101,9 +125,9 @@ def test_samples_of_node_frames_and_of_whole_frames(data, builder, rows):
     n = data.shape[2]
     mlp, gnn = split.samples("mlp"), split.samples("gnn")
     assert len(mlp) == len(rows) and len(gnn) == len(SIMS) * len(FRAMES)
-    idx = np.array([9, 3, 3, len(rows) - 1])
+    idx = np.array([n + 9, 3, 3, len(rows) - 1, 2 * n])
     for ours, theirs in zip(mlp.take(idx), standardised, strict=True):
-        assert torch.equal(ours, torch.from_numpy(theirs[idx]))
+        assert torch.equal(ours, torch.from_numpy(theirs[[3, 3, n + 9, 2 * n, len(rows) - 1]]))
     for ours, theirs in zip(gnn.take(np.array([5, 0])), standardised, strict=True):
         frames = theirs.reshape(-1, n, theirs.shape[-1])
         assert torch.equal(ours, torch.from_numpy(frames[[5, 0]]))

@@ -10,7 +10,9 @@ rows of each batch get their features from the compiled kernel
 float32 values, which are gathered from the (memory-mapped) pair cache one simulation at a time,
 releasing its mapped pages after each: the cache's pages in the job's memory stay bounded by a
 simulation.  Batches are drawn ahead and assembled ``GROUP_ROWS`` rows at a time
-(:class:`Prefetched`), so the per-step cost is a slice.
+(:class:`Prefetched`), so the per-step cost is a slice; within a batch, rows are computed and
+stored by blocks of destination nodes and frames (:func:`layout`), which the loss sees only in the
+order of its floating-point sums.
 
 The normalisation statistics (:class:`~meshsr.learn.normalisation.Normalisation`) are estimated
 from a seeded sample of at most ``STATISTICS_ROWS`` training rows (all of them when there are
@@ -34,6 +36,7 @@ STATISTICS_ROWS = 1 << 18  # training rows sampled for the normalisation statist
 STATISTICS_SEED = 0  # of that sample: the statistics depend on the data only, not on train.seed
 STATISTICS_CHUNK = 1 << 15  # rows assembled at a time for the statistics
 GROUP_ROWS = 1 << 17  # rows of upcoming batches assembled at once (two such groups are held)
+NODE_BLOCK = 512  # destination nodes whose rows are assembled together (samples.layout)
 
 
 class Rows:
@@ -66,12 +69,13 @@ class Rows:
     def __len__(self) -> int:
         return self.n_frames * self.n_nodes
 
-    def cached(self, frames: np.ndarray, nodes: np.ndarray, order: np.ndarray) -> np.ndarray:
+    def cached(self, frames: np.ndarray, nodes: np.ndarray) -> np.ndarray:
         """(4, R, F) float32: the cached :math:`I u` of each row's frame, of the frames before and after it
-        (clamped) and the target field.  ``order``: the rows sorted by frame (hence by simulation), read one
-        simulation at a time, releasing the cache's mapped pages after each."""
+        (clamped) and the target field, read frame by frame (hence one simulation at a time), releasing the
+        cache's mapped pages after each simulation."""
         from meshsr.learn.feature_kernels import gather_cached
 
+        order = frame_order(frames, self.n_frames)
         out = np.empty((4, len(frames), self.n_fields), dtype=np.float32)
         sims = self.sims[frames[order]]
         starts = np.flatnonzero(np.r_[True, sims[1:] != sims[:-1]]) if len(order) else np.zeros(0, np.int64)
@@ -85,26 +89,50 @@ class Rows:
         return out
 
     def assemble(
-        self, idx: np.ndarray, norm: Normalisation | None, out: Buffers | None = None
+        self, idx: np.ndarray, norm: Normalisation | None, out: Buffers | None = None, segments: list[int] | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Features (R, K), gains (R, F) and targets (R, F) of rows ``idx``, float32, in ``out`` if given.
+        """Features (R, K), gains (R, F) and targets (R, F) of rows ``idx``, float32, in ``out`` if given, laid out
+        by :func:`layout` (each of ``segments``, consecutive runs of ``idx``, in its place, its rows frame by frame).
 
         With ``norm``: standardised (``norm.features``, ``norm.gains`` and ``norm.targets`` of the raw
         values, to float32 rounding); without: raw features, local scales and residuals :math:`u_{dst} - I u`.
         """
         idx = np.asarray(idx, dtype=np.int64)
         frames, nodes = np.divmod(idx, self.n_nodes)
-        order = frame_order(frames, self.n_frames)
-        here, before, after, target = self.cached(frames, nodes, order)
+        order, positions = layout(frames, nodes, self.n_frames, segments)
+        here, before, after, target = self.cached(frames, nodes)
         size = len(idx)
         parts = None if out is None else (out.features[:size], out.gains[:size])
-        features, gains = self.builder.rows(self.quantities, frames, nodes, here, before, after, norm, parts, order)
+        features, gains = self.builder.rows(
+            self.quantities, frames, nodes, here, before, after, norm, parts, (order, positions)
+        )
         residual = target - here
-        targets = residual if norm is None else norm.targets(residual)
-        if out is not None:
-            np.copyto(out.targets[:size], targets)
-            targets = out.targets[:size]
+        targets = np.empty_like(residual) if out is None else out.targets[:size]
+        targets[positions] = residual[order] if norm is None else norm.targets(residual[order])
         return features, gains, targets
+
+
+def layout(
+    frames: np.ndarray, nodes: np.ndarray, n_frames: int, segments: list[int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(order, positions) of rows (``frames``, ``nodes``): the ``p``-th row computed is row ``order[p]`` and is
+    written to ``positions[p]``.  Rows are computed by blocks of ``NODE_BLOCK`` destination nodes and frame by
+    frame within a block (stable radix sorts), so that both the nodes' records and the frames' source
+    quantities stay in cache; each segment (``segments``: the lengths of consecutive runs of rows, one if
+    None) keeps its place, its rows in that order, so that writes run in sequence.
+
+    A batch's rows in another order change its loss only by the order of the floating-point sums.
+    """
+    order = frame_order(frames, n_frames)
+    blocks = nodes[order] // NODE_BLOCK
+    order = order[np.argsort(blocks.astype(np.int16) if blocks.max(initial=0) < (1 << 15) else blocks, kind="stable")]
+    if segments is None or len(segments) <= 1:
+        return order, np.arange(len(order))
+    segment = np.repeat(np.arange(len(segments)), segments)[order]
+    regrouped = np.argsort(segment.astype(np.int16) if len(segments) < (1 << 15) else segment, kind="stable")
+    positions = np.empty(len(order), dtype=np.int64)
+    positions[regrouped] = np.arange(len(order))
+    return order, positions
 
 
 def fit_statistics(rows: Rows, limit: int = STATISTICS_ROWS, seed: int = STATISTICS_SEED) -> Normalisation:
@@ -163,11 +191,19 @@ class TrainingSamples:
         n = self.rows.n_nodes
         return (idx[:, None] * n + np.arange(n)).ravel()
 
-    def take(self, idx: np.ndarray, buffers: Buffers | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Features, gains and targets of samples ``idx`` (in that order) on the device, in ``buffers`` if given;
-        (B, K) etc. for node-frames, (B, N, K) etc. for frames."""
+    def take(
+        self, idx: np.ndarray, buffers: Buffers | None = None, batches: list[int] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Features, gains and targets of samples ``idx`` on the device, in ``buffers`` if given: (B, K) etc. for
+        node-frames, (B, N, K) etc. for frames.  ``batches``: the lengths of the consecutive batches in ``idx``
+        (one if None); each batch's node-frames come frame by frame (:func:`layout`), whole frames in order.
+        """
         rows = self.row_indices(idx)
-        features, gains, targets = self.rows.assemble(rows, self.norm, buffers)
+        if self.per_frame:
+            segments = [self.rows.n_nodes] * len(idx)
+        else:
+            segments = [len(idx)] if batches is None else batches
+        features, gains, targets = self.rows.assemble(rows, self.norm, buffers, segments)
         shape = (len(idx), self.rows.n_nodes) if self.per_frame else (len(idx),)
         parts = (a.reshape(*shape, a.shape[-1]) for a in (features, gains, targets))
         return tuple(torch.from_numpy(a).to(self.device) for a in parts)  # type: ignore[return-value]
@@ -208,7 +244,7 @@ class Prefetched:
             rows = self.samples.rows
             buffers = Buffers(needed, rows.builder.n_features, rows.n_fields)
             self._buffers[0] = buffers
-        x, gains, targets = self.samples.take(idx, buffers)
+        x, gains, targets = self.samples.take(idx, buffers, [len(share) for _, share in drawn])
         start = 0
         for rows, share in drawn:
             end = start + len(share)
