@@ -21,7 +21,7 @@ from meshsr.learn.pair_data import load_pair_data
 from meshsr.learn.settings import FitSettings, RunSettings
 from meshsr.learn.splits import make_splits
 from meshsr.learn.trained_model import TrainedModel
-from meshsr.learn.training import Checkpoint, one_cycle, train_job, train_pair, training_samples
+from meshsr.learn.training import Checkpoint, _Batches, one_cycle, train_job, train_pair, training_samples
 from meshsr.mesh.bundle import load_bundle, peek_shape, save_bundle
 
 FIT = TINY.fit
@@ -156,6 +156,15 @@ def test_training_is_deterministic_for_a_fixed_seed(tiny, kind):
         assert torch.equal(value, state_of(b)[key]), key
     c = train_pair(data, replace(fit, seed=1), RUN, progress=False)
     assert any(not torch.equal(v, state_of(c)[k]) for k, v in state_of(a).items())
+
+
+def test_batches_are_torchs_int64_permutations_held_in_int32():
+    batches = _Batches(1000, 300, torch.Generator().manual_seed(3))
+    reference = torch.Generator().manual_seed(3)
+    first = torch.randperm(1000, generator=reference)
+    assert batches.perm.dtype == torch.int32
+    assert torch.equal(torch.cat([batches.next() for _ in range(3)]).long(), first[:900])
+    assert torch.equal(batches.next().long(), torch.randperm(1000, generator=reference)[:300])  # a fresh one
 
 
 def test_checkpoint_keeps_the_lowest_loss_and_a_copy_of_its_weights():

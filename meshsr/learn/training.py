@@ -106,16 +106,22 @@ def validation_frames(
 
 
 class _Batches:
-    """Endless seeded batches of row indices: a fresh permutation whenever one runs out."""
+    """Endless seeded batches of row indices: a fresh permutation whenever one runs out.
+
+    The permutation is held as int32 where the rows allow (torch draws the same permutation
+    whatever the dtype): at 4 bytes per training row it is, with the source quantities, what
+    grows with S·T.
+    """
 
     def __init__(self, n_rows: int, batch: int, generator: torch.Generator) -> None:
         self.n_rows, self.batch, self.generator = n_rows, min(batch, n_rows), generator
-        self.perm = torch.randperm(n_rows, generator=generator)
+        self.dtype = torch.int32 if n_rows < (1 << 31) else torch.int64
+        self.perm = torch.randperm(n_rows, generator=generator, dtype=self.dtype)
         self.pos = 0
 
     def next(self) -> torch.Tensor:
         if self.pos + self.batch > self.n_rows:
-            self.perm = torch.randperm(self.n_rows, generator=self.generator)
+            self.perm = torch.randperm(self.n_rows, generator=self.generator, dtype=self.dtype)
             self.pos = 0
         idx = self.perm[self.pos : self.pos + self.batch]
         self.pos += self.batch
