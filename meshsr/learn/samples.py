@@ -1,9 +1,10 @@
 """Training samples assembled on the fly, a group of batches at a time; validation frames in memory.
 
 A training sample is a node-frame (``mlp``) or a whole frame (``gnn``) of the training split.
-Nothing is written out: per training frame the packed source-node quantities
-(:meth:`~meshsr.learn.features.FeatureBuilder.source_quantities`, float32, T·N_src·F·Q values
-per simulation) are computed once and kept; they are the only arrays that grow with S·T.  The
+Nothing is written out: per training frame the source-node quantities
+(:meth:`~meshsr.learn.features.FeatureBuilder.source_quantities`, float32, T·N_src·F·(1 + Q)
+values per simulation) are computed once and kept; they are, with the seeded permutation of the
+rows that draws the batches (:mod:`meshsr.learn.training`), the only arrays that grow with S·T.  The
 rows of each batch get their features from the compiled kernel
 (:meth:`~meshsr.learn.features.FeatureBuilder.rows`), standardised in the same pass, their gains
 (local scale / :math:`\\rho_r`) and targets (:math:`(u_{dst} - I u) / \\rho_r`) from the cached
@@ -92,7 +93,7 @@ class Rows:
         self, idx: np.ndarray, norm: Normalisation | None, out: Buffers | None = None, segments: list[int] | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Features (R, K), gains (R, F) and targets (R, F) of rows ``idx``, float32, in ``out`` if given, laid out
-        by :func:`layout` (each of ``segments``, consecutive runs of ``idx``, in its place, its rows frame by frame).
+        by :func:`layout` (each of ``segments``, consecutive runs of ``idx``, in its place, by node block and frame).
 
         With ``norm``: standardised (``norm.features``, ``norm.gains`` and ``norm.targets`` of the raw
         values, to float32 rounding); without: raw features, local scales and residuals :math:`u_{dst} - I u`.
