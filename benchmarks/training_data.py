@@ -5,9 +5,11 @@ in ``--simulations`` in a temporary directory (or reads ``--results`` for S = 6:
 checkout's ``results/``), builds its pair cache, then trains it in a child process per S
 (the default training settings, ``--epochs`` epochs, ``--threads`` threads) and prints
 
-* the split of the job's wall time: reading the pair, feature assembly (features, statistics,
-  writing the samples), batching/indexing (gathering and standardising the batches),
-  validation, and the rest of the epochs (forward, backward, optimiser);
+* the split of the job's wall time: reading the pair, features (the source-node quantities of
+  the training frames, the normalisation statistics from a sample of rows, the validation
+  frames' features; each also shown on its own), batching (assembling each group of batches:
+  cached values, the feature kernel, standardisation), validation, and the rest of the epochs
+  (forward, backward, optimiser);
 * data handling (features + batching) as a share of the job (the goal: <= 5 %), validation
   as a share of the epochs (the goal: <= 15 %), the kept epoch;
 * each child's peak RSS and their ratio S = 24 / S = 6 (the goal: <= 1.5x);
@@ -60,6 +62,7 @@ def child(results: Path, epochs: int, threads: int) -> None:
     from meshsr.learn.settings import FitSettings, RunSettings
 
     spent = {"read": 0.0, "features": 0.0, "batching": 0.0, "validation": 0.0, "epochs": 0.0}
+    parts = {"source quantities": 0.0, "statistics": 0.0, "validation frames": 0.0}
 
     def timed(name, function):
         def wrapper(*args, **kwargs):
@@ -67,12 +70,15 @@ def child(results: Path, epochs: int, threads: int) -> None:
             try:
                 return function(*args, **kwargs)
             finally:
-                spent[name] += time.perf_counter() - start
+                (spent if name in spent else parts)[name] += time.perf_counter() - start
 
         return wrapper
 
     training.prepare_data = timed("features", training.prepare_data)
-    samples.SplitSamples.take = timed("batching", samples.SplitSamples.take)
+    samples.Rows.__init__ = timed("source quantities", samples.Rows.__init__)
+    training.fit_statistics = timed("statistics", training.fit_statistics)
+    training.frame_samples = timed("validation frames", training.frame_samples)
+    samples.TrainingSamples.take = timed("batching", samples.TrainingSamples.take)
     training._loss_on = timed("validation", training._loss_on)
     training.fit_network = timed("epochs", training.fit_network)
     start, cpu = time.perf_counter(), time.process_time()
@@ -88,6 +94,7 @@ def child(results: Path, epochs: int, threads: int) -> None:
         "wall": wall,
         "cpu": time.process_time() - cpu,
         "spent": spent,
+        "parts": parts,
         "best_epoch": trained.history["best_epoch"],
         "validation_loss": trained.history["validation_loss"],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -110,6 +117,8 @@ def show(report: dict) -> None:
     print(f"S = {report['S']}: job {wall:.1f} s wall, {report['cpu']:.1f} s cpu, peak RSS {rss:.0f} MiB")
     for name, seconds in spent.items():
         print(f"  {name:>10}: {seconds:7.2f} s  {100 * seconds / wall:5.1f} % of the job")
+        if name == "features":
+            print("    of which " + ", ".join(f"{part} {s:.2f} s" for part, s in report["parts"].items()))
     data = spent["features"] + spent["batching"]
     print(f"  data handling (features + batching): {100 * data / wall:.1f} % of the job (goal <= 5 %)")
     print(f"  validation: {100 * spent['validation'] / epochs:.1f} % of the epochs (goal <= 15 %)")

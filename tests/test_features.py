@@ -10,7 +10,16 @@ from train_helpers import write_tiny_pair
 from meshsr.cache.format import PairCache
 from meshsr.errors import InputError
 from meshsr.interp.operator import InterpolationOperator
-from meshsr.learn.features import FeatureBuilder, Stencil, field_spread, neighbour_average
+from meshsr.learn.features import (
+    SCALE_FLOOR,
+    SMOOTHING_STEPS,
+    FeatureBuilder,
+    Stencil,
+    field_spread,
+    mean_edge_length,
+    neighbour_average,
+    shift_vectors,
+)
 from meshsr.learn.pair_data import PairData, load_pair_data
 from meshsr.mesh.bundle import MeshBundle
 from meshsr.mesh.recovery import GradientRecovery
@@ -177,3 +186,95 @@ def test_field_spread_covers_the_given_simulations_and_frames_only():
     interp[0, 3] = 50.0  # another frame
     np.testing.assert_allclose(field_spread(interp, (0,), (0, 1)), [1.0, 2.0])
     np.testing.assert_allclose(field_spread(interp, (0, 1), (0, 1)), [50.005, 50.02], rtol=1e-3)
+
+
+def reference_features(builder: FeatureBuilder, data: PairData, sim: int) -> tuple[np.ndarray, np.ndarray]:
+    """The features written out in numpy, float64 throughout, operator by operator: the test's oracle for the
+    compiled kernel (meshsr.learn.feature_kernels)."""
+    src, dst = data.source_mesh, data.target_mesh
+    interpolate = data.cache.operator.matrix.astype(np.float64).tocsr()
+    u = src.fields[sim].astype(np.float64)  # (T, N_src, F)
+    interp_all = data.cache.interpolated[sim]
+    t_len, n_src, f = u.shape
+    interp = interp_all.astype(np.float64)
+
+    def at_dst(matrix, nodal):  # (T, N_src, ...) -> (T, N_dst, ...)
+        rest = nodal.shape[2:]
+        flat = np.moveaxis(nodal, 0, 1).reshape(n_src, -1)
+        return np.moveaxis((matrix @ flat).reshape(-1, t_len, *rest), 1, 0)
+
+    upper = np.triu_indices(builder.dim)
+    grad = builder.recovery.gradient(u)
+    hess = builder.recovery.hessian(grad)[..., upper[0], upper[1]]
+    grad_x, hess_x = at_dst(interpolate, grad), at_dst(interpolate, hess)
+    grad_corr = np.einsum("tnfd,nd->tnf", grad_x, dst.points) - at_dst(interpolate, np.einsum("tsfd,sd->tsf", grad,
+                                                                                              src.points))
+    hess_corr = np.einsum("tnfc,nc->tnf", hess_x, builder.second_moment_upper)
+    smoothed, unsharp, done = u, [], 0
+    for steps in SMOOTHING_STEPS:
+        for _ in range(steps - done):
+            smoothed = at_dst(builder.smoothing, smoothed)
+        done = steps
+        unsharp.append(at_dst(interpolate, u - smoothed))
+    h = mean_edge_length(src.points, src.cells)
+    shifted = [
+        at_dst(InterpolationOperator.build(src.points, src.cells, dst.points + h * offset).matrix.tocsr(), u) - interp
+        for _, offset in shift_vectors(builder.dim)
+    ]
+    at_vertices = u[:, builder.stencil.vertices]  # (T, N, k, F)
+    frames = np.arange(t_len)
+    per_field = np.stack(
+        [
+            interp,
+            *np.moveaxis(at_vertices - interp[:, :, None, :], 2, 0),
+            grad_corr,
+            hess_corr,
+            *np.moveaxis(grad_x, -1, 0),
+            *np.moveaxis(hess_x, -1, 0),
+            *unsharp,
+            *shifted,
+            interp_all[np.maximum(frames - 1, 0)] - interp,
+            interp_all[np.minimum(frames + 1, t_len - 1)] - interp,
+        ],
+        axis=-1,
+    )  # (T, N, F, per_field)
+    scale = np.sqrt(np.mean(at_vertices**2, axis=2)) + SCALE_FLOOR * builder.field_std
+    per_field /= scale[..., None]
+    geometry = np.broadcast_to(builder.geometry, (t_len, *builder.geometry.shape))
+    features = np.concatenate([geometry, per_field.reshape(t_len, len(dst.points), -1)], axis=-1)
+    return features.astype(np.float32), scale.astype(np.float32)
+
+
+@pytest.mark.parametrize("use_coordinates", [True, False])
+def test_kernel_features_match_the_operators_written_out_in_numpy(tmp_path, use_coordinates):
+    tiny = write_tiny_pair(tmp_path, simulations=2, frames=4)
+    data = load_pair_data("coarse", "fine", tiny.src, tiny.dst, tiny.cache)
+    builder = data.feature_builder(use_coordinates=use_coordinates, field_std=np.array([0.3, 2.0]))
+    assert len(builder.names) == builder.n_features
+    for sim in range(2):
+        got, scales = data.features(builder, sim)
+        expected, expected_scales = reference_features(builder, data, sim)
+        assert got.shape == expected.shape and got.dtype == np.float32
+        np.testing.assert_array_equal(scales, expected_scales)
+        # float32 source quantities (gradient, Hessian, unsharp masks) and the order of the float64 sums:
+        # differences at float32 rounding of each column's magnitude
+        column_size = np.abs(expected).max(axis=(0, 1))
+        assert np.all(np.abs(got - expected) <= 1e-5 * np.abs(expected) + 1e-6 * column_size)
+
+
+def test_rows_in_any_order_equal_those_rows_of_the_whole_simulation():
+    data = pair_from_function(lambda p, t: np.sin(3 * p[:, :1] + t) * np.cos(2 * p[:, 1:]), frames=5)
+    builder = data.feature_builder()
+    fields, interpolated = data.source_mesh.fields[0], data.cache.interpolated[0]
+    whole, scales = builder.simulation(fields, interpolated)
+    quantities = builder.source_quantities(fields)
+    rng = np.random.default_rng(0)
+    frames, nodes = rng.integers(0, 5, 300), rng.integers(0, interpolated.shape[1], 300)
+    cached = [interpolated[np.clip(frames + shift, 0, 4), nodes] for shift in (0, -1, 1)]
+    x, s = builder.rows(quantities, frames, nodes, *cached)
+    assert np.array_equal(x, whole[frames, nodes]) and np.array_equal(s, scales[frames, nodes])
+    # frames picked out of order, a few at a time, give the same frames
+    got = list(builder.frame_chunks(fields, interpolated, (4, 0, 2), chunk=2))
+    assert [list(f) for f, _, _ in got] == [[4, 0], [2]]
+    assert np.array_equal(np.concatenate([x for _, x, _ in got]), whole[[4, 0, 2]])
+    assert np.array_equal(np.concatenate([s for _, _, s in got]), scales[[4, 0, 2]])

@@ -21,7 +21,7 @@ from meshsr.learn.pair_data import load_pair_data
 from meshsr.learn.settings import FitSettings, RunSettings
 from meshsr.learn.splits import make_splits
 from meshsr.learn.trained_model import TrainedModel
-from meshsr.learn.training import Checkpoint, build_tensors, one_cycle, train_job, train_pair
+from meshsr.learn.training import Checkpoint, _Batches, one_cycle, train_job, train_pair, training_samples
 from meshsr.mesh.bundle import load_bundle, peek_shape, save_bundle
 
 FIT = TINY.fit
@@ -115,7 +115,7 @@ def test_normalisation_uses_the_training_split_only(tiny):
 
     def statistics():
         builder = data.feature_builder(field_std=field_spread(data.cache.interpolated, splits.train))
-        return builder.options, build_tensors(builder, data, splits.train, frames, None, torch.device("cpu"))[1]
+        return builder.options, training_samples(builder, data, splits.train, frames, torch.device("cpu"))[1]
 
     options, norm = statistics()
     # change everything outside the training simulation: the statistics must not move
@@ -156,6 +156,15 @@ def test_training_is_deterministic_for_a_fixed_seed(tiny, kind):
         assert torch.equal(value, state_of(b)[key]), key
     c = train_pair(data, replace(fit, seed=1), RUN, progress=False)
     assert any(not torch.equal(v, state_of(c)[k]) for k, v in state_of(a).items())
+
+
+def test_batches_are_torchs_int64_permutations_held_in_int32():
+    batches = _Batches(1000, 300, torch.Generator().manual_seed(3))
+    reference = torch.Generator().manual_seed(3)
+    first = torch.randperm(1000, generator=reference)
+    assert batches.perm.dtype == torch.int32
+    assert torch.equal(torch.cat([batches.next() for _ in range(3)]).long(), first[:900])
+    assert torch.equal(batches.next().long(), torch.randperm(1000, generator=reference)[:300])  # a fresh one
 
 
 def test_checkpoint_keeps_the_lowest_loss_and_a_copy_of_its_weights():

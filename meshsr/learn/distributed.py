@@ -13,8 +13,10 @@ its rows :math:`B_r = B[r::P]` (:meth:`Ranks.shard`); its loss is
 so DDP's average of the ranks' gradients, :math:`\\frac1P \\sum_r \\nabla L_r`, is the gradient of the
 one-process loss :math:`\\frac{1}{|B|F}\\sum_{b\\in B, f} e_{b,f}^2`.  Batch composition, schedule and
 checkpoint choice do not depend on :math:`P`: ``processes`` is a run-time resource like ``threads``
-(only the order of floating-point sums differs), not provenance.  Every rank holds the whole training
-split and computes the (cheap) validation loss in full, so all ranks pick the same checkpoint.
+(only the order of floating-point sums differs), not provenance.  Every rank computes the training
+split's source quantities and statistics itself, assembles only its own rows of each batch
+(:mod:`meshsr.learn.samples`) and computes the (cheap) validation loss in full, so all ranks pick the
+same checkpoint.
 """
 
 from __future__ import annotations

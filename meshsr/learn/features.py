@@ -32,6 +32,16 @@ of each field, as the linear PDEs behind the data are.  Per node come the coordi
 (optional), the ``extrapolated`` flag, the sorted weights :math:`\\lambda_i` and the
 source cell size :math:`|K|^{1/D}`.  Extrapolated rows (one entry, the nearest source
 node) are padded: weight 1 on that node, 0 on D copies of it.
+
+Every interpolated quantity :math:`I q(x)` is :math:`\\sum_i \\lambda_i q(v_i)` over the cell's
+vertices (the shifted points over their own cells), so the work splits in two: per frame, the
+source-node quantities :math:`u`, :math:`G u`, the upper triangle of :math:`H u` and
+:math:`u - S^k u` with numpy on the (small) source mesh, in float64, kept as float32
+(:meth:`FeatureBuilder.source_quantities`); per row (frame, destination node), the compiled
+kernel :func:`meshsr.learn.feature_kernels.row_features`, which forms the sums above in float64
+from them, the per-node stencil arrays and the cached float32 :math:`I u` of the frame and its
+neighbours (:meth:`FeatureBuilder.rows`).  Whole frames (evaluation, upsampling) and training
+batches (:mod:`meshsr.learn.samples`) go through the same kernel.
 """
 
 from __future__ import annotations
@@ -44,7 +54,7 @@ import numpy as np
 from meshsr.cache.format import release_pages
 from meshsr.errors import InputError
 from meshsr.interp.operator import InterpolationOperator
-from meshsr.learn.normalisation import moments
+from meshsr.learn.normalisation import Normalisation, moments
 from meshsr.mesh.geometry import cell_sizes, mean_edge_length, neighbour_average
 from meshsr.mesh.recovery import GradientRecovery
 
@@ -134,11 +144,53 @@ def field_spread(interpolated: np.ndarray, sims: tuple[int, ...], frames: tuple[
     return std
 
 
+QUANTITY_DTYPE = np.float32  # the packed source-node quantities (FeatureBuilder.source_quantities)
+
+
+def padded_rows(matrix, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Columns (N, width) int32 and values (N, width) float64 of a CSR matrix's rows, each of at most ``width``
+    entries, padded with weight 0 on the row's first column (column 0 for an empty row)."""
+    counts = np.diff(matrix.indptr)
+    if len(counts) and counts.max() > width:
+        raise ValueError(f"an operator row has {counts.max()} entries, more than {width}")
+    slot = np.arange(width)
+    valid = slot[None, :] < counts[:, None]
+    pos = matrix.indptr[:-1, None] + np.where(valid, slot[None, :], 0)
+    has = counts[:, None] > 0
+    columns = np.where(has, matrix.indices[np.minimum(pos, max(len(matrix.indices) - 1, 0))], 0)
+    values = np.where(valid, matrix.data[np.minimum(pos, max(len(matrix.data) - 1, 0))], 0.0)
+    return columns.astype(np.int32), values.astype(np.float64)
+
+
+@dataclass
+class SourceQuantities:
+    """Per frame and source node: the field values (T, N_src, F) and the derived quantities (T, N_src, F, Q)
+    the features interpolate (:meth:`FeatureBuilder.source_quantities`)."""
+
+    values: np.ndarray
+    derived: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, frames: slice) -> SourceQuantities:
+        """The quantities of ``frames`` (views)."""
+        return SourceQuantities(self.values[frames], self.derived[frames])
+
+
+def frame_order(frames: np.ndarray, n_frames: int) -> np.ndarray:
+    """Row indices sorted by frame, stably (numpy's radix sort when ``n_frames`` fits 16 bits)."""
+    frames = np.asarray(frames)
+    return np.argsort(frames.astype(np.int16) if n_frames < (1 << 15) else frames, kind="stable")
+
+
 class FeatureBuilder:
     """Assembles the float32 features (T, N_dst, K) and local scales (T, N_dst, F) of one simulation.
 
     It needs only what inference has: the source mesh, the target points, the interpolation
-    operator between them and the field names; never the target fields.
+    operator between them and the field names; never the target fields.  The work is split in
+    two: :meth:`source_quantities` per frame on the (small) source mesh, and :meth:`rows`, the
+    compiled kernel that assembles any set of (frame, destination node) rows from them.
     """
 
     def __init__(
@@ -157,12 +209,15 @@ class FeatureBuilder:
         self.stencil = Stencil.from_operator(operator, src_points, dst_points)
         self.recovery = GradientRecovery.build(src_points, src_cells)
         self.smoothing = neighbour_average(src_cells, len(src_points))
-        self.interpolate = operator.matrix.astype(np.float64).tocsr()
         h = mean_edge_length(src_points, src_cells)
-        self.shifted = [
+        shifted = [
             InterpolationOperator.build(src_points, src_cells, dst_points + h * offset).matrix.tocsr()
             for _, offset in shift_vectors(self.dim)
         ]
+        k = self.dim + 1
+        padded = [padded_rows(m, k) for m in shifted]
+        self.shift_vertices = np.ascontiguousarray(np.stack([c for c, _ in padded], axis=1))  # (N, J, k)
+        self.shift_weights = np.ascontiguousarray(np.stack([w for _, w in padded], axis=1))
         offsets, weights = self.stencil.offsets, self.stencil.weights
         # Q = sum_i lambda_i d_i d_i^T, so hess_corr = <Q, I H u>, written over H's upper triangle.
         q = np.einsum("nk,nka,nkb->nab", weights, offsets, offsets)
@@ -173,8 +228,26 @@ class FeatureBuilder:
         node_size = self.recovery.average @ cell_sizes(src_points, src_cells)
         columns = [dst_points] if use_coordinates else []
         extrapolated = np.asarray(operator.extrapolated).astype(np.float64)[:, None]
-        columns += [extrapolated, weights, (self.interpolate @ node_size)[:, None]]
-        self.geometry = np.concatenate(columns, axis=1)
+        interpolate = operator.matrix.astype(np.float64).tocsr()
+        columns += [extrapolated, weights, (interpolate @ node_size)[:, None]]
+        self.geometry = np.ascontiguousarray(np.concatenate(columns, axis=1), dtype=np.float64)
+        # The kernel's per-node records (meshsr.learn.feature_kernels.row_features): indices, then values.
+        n = len(dst_points)
+        self._node_index = np.ascontiguousarray(
+            np.concatenate([self.stencil.vertices, self.shift_vertices.reshape(n, -1)], axis=1), dtype=np.int32
+        )
+        self._node_data = np.ascontiguousarray(
+            np.concatenate(
+                [weights, offsets.reshape(n, -1), self.second_moment_upper, self.shift_weights.reshape(n, -1),
+                 self.geometry],
+                axis=1,
+            ),
+            dtype=np.float64,
+        )
+        self._sizes = np.array(
+            [k, self.dim, self.second_moment_upper.shape[1], self.shift_vertices.shape[1], self.geometry.shape[1]],
+            dtype=np.int64,
+        )
         per_field = field_feature_names(self.dim)
         self.names = [
             *((f"x{i}" for i in range(self.dim)) if use_coordinates else ()),
@@ -198,6 +271,19 @@ class FeatureBuilder:
     def n_features(self) -> int:
         return len(self.names)
 
+    @property
+    def n_derived(self) -> int:
+        """Derived source-node quantities per field: gradient, Hessian upper triangle, unsharp masks."""
+        return self.dim + self.dim * (self.dim + 1) // 2 + len(SMOOTHING_STEPS)
+
+    def empty_quantities(self, n_frames: int) -> SourceQuantities:
+        """Room for the source quantities of ``n_frames`` frames."""
+        n_src, f = len(self.src_points), self.n_fields
+        return SourceQuantities(
+            np.empty((n_frames, n_src, f), dtype=QUANTITY_DTYPE),
+            np.empty((n_frames, n_src, f, self.n_derived), dtype=QUANTITY_DTYPE),
+        )
+
     def _check_shapes(self, u: np.ndarray, interp: np.ndarray) -> None:
         expected_u = (len(self.src_points), self.n_fields)
         expected_i = (len(self.dst_points), self.n_fields)
@@ -209,31 +295,80 @@ class FeatureBuilder:
         if len(u) != len(interp):
             raise ValueError(f"source fields have {len(u)} frames, interpolated fields {len(interp)}")
 
-    def _interp_nodal(self, nodal: np.ndarray) -> np.ndarray:
-        """Apply W to (T, N_src, ...) -> (T, N_dst, ...)."""
-        t, n_src = nodal.shape[:2]
-        rest = nodal.shape[2:]
-        flat = nodal.reshape(t, n_src, -1).transpose(1, 0, 2).reshape(n_src, -1)
-        out = self.interpolate @ flat
-        return out.reshape(-1, t, flat.shape[1] // t).transpose(1, 0, 2).reshape(t, -1, *rest)
-
-    def _unsharp(self, u: np.ndarray) -> np.ndarray:
-        """:math:`u - S^k u` for every k of ``SMOOTHING_STEPS`` at the source nodes, (T, N_src, F, len)."""
+    def source_quantities(self, source_fields: np.ndarray, out: SourceQuantities | None = None) -> SourceQuantities:
+        """The source-node quantities of ``source_fields`` (T, N_src, F), in ``out`` if given, ``QUANTITY_DTYPE``:
+        :math:`u`, and :math:`G u` (D), the upper triangle of :math:`H u` and :math:`u - S^k u` for every k of
+        ``SMOOTHING_STEPS``, computed in float64 (each frame on its own).
+        """
+        u = np.asarray(source_fields, dtype=np.float64)
         t, n_src, f = u.shape
+        if (n_src, f) != (len(self.src_points), self.n_fields):
+            raise ValueError(f"expected source fields (T, {len(self.src_points)}, {self.n_fields}), got {u.shape}")
+        out = self.empty_quantities(t) if out is None else out
+        derived = out.derived
+        upper = np.triu_indices(self.dim)
+        grad = self.recovery.gradient(u)  # (T, N_src, F, D)
+        out.values[...] = u
+        derived[..., : self.dim] = grad
+        at = self.dim
+        hess = self.recovery.hessian(grad)[..., upper[0], upper[1]]  # (T, N_src, F, D(D+1)/2)
+        derived[..., at : at + hess.shape[-1]] = hess
+        at += hess.shape[-1]
         current = u.transpose(1, 0, 2).reshape(n_src, -1)
-        original, out, done = current, [], 0
-        for steps in SMOOTHING_STEPS:
+        original, done = current, 0
+        for i, steps in enumerate(SMOOTHING_STEPS):
             for _ in range(steps - done):
                 current = self.smoothing @ current
             done = steps
-            out.append((original - current).reshape(n_src, t, f).transpose(1, 0, 2))
-        return np.stack(out, axis=-1)
+            derived[..., at + i] = (original - current).reshape(n_src, t, f).transpose(1, 0, 2)
+        return out
 
-    def _shifted(self, u: np.ndarray) -> np.ndarray:
-        """:math:`I u` at the shifted points, (len(shifted), T, N_dst, F)."""
-        t, n_src, f = u.shape
-        flat = u.transpose(1, 0, 2).reshape(n_src, -1)
-        return np.stack([(m @ flat).reshape(-1, t, f).transpose(1, 0, 2) for m in self.shifted])
+    def rows(
+        self,
+        quantities: SourceQuantities,
+        frames: np.ndarray,
+        nodes: np.ndarray,
+        here: np.ndarray,
+        before: np.ndarray,
+        after: np.ndarray,
+        norm: Normalisation | None = None,
+        out: tuple[np.ndarray, np.ndarray] | None = None,
+        layout: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Features (R, K) and local scales (R, F), float32, of the rows (``frames[r]``, ``nodes[r]``).
+
+        ``quantities``: :meth:`source_quantities` of the frames that ``frames`` index;
+        ``here``, ``before``, ``after`` (R, F): the cached float32 :math:`I u` of each row's frame
+        and of the frames before and after it (clamped at the ends).  With ``norm`` the features
+        come standardised and the scales as gains (scale / residual RMS): ``norm.features`` and
+        ``norm.gains`` of the raw values, to float32 rounding (the kernel multiplies by 1 / std).
+        ``out``: arrays to write into.  ``layout``: (order, positions), the ``p``-th row computed is
+        row ``order[p]`` and goes to output row ``positions[p]``; by default rows are computed frame by
+        frame (:func:`frame_order`), which keeps a frame's source quantities in cache, and written
+        in the order given.
+        """
+        from meshsr.learn.feature_kernels import row_features
+
+        n_rows, f = len(frames), self.n_fields
+        features, gains = out if out is not None else (None, None)
+        features = np.empty((n_rows, self.n_features), dtype=np.float32) if features is None else features
+        gains = np.empty((n_rows, f), dtype=np.float32) if gains is None else gains
+        if norm is None:
+            mean, std, rho = np.zeros(self.n_features), np.ones(self.n_features), np.ones(f)
+        else:
+            mean, std, rho = norm.feature_mean, norm.feature_std, norm.target_rms
+        frames = np.asarray(frames, dtype=np.int64)
+        if layout is None:
+            order = frame_order(frames, len(quantities))
+            layout = (order, order)
+        row_features(
+            *layout, frames, np.asarray(nodes, dtype=np.int64),
+            *(np.ascontiguousarray(a, dtype=np.float32) for a in (here, before, after)),
+            quantities.values, quantities.derived, self._node_index, self._node_data, self._sizes,
+            SCALE_FLOOR * self.field_std, np.asarray(mean, dtype=np.float64), 1.0 / np.asarray(std, dtype=np.float64),
+            1.0 / np.asarray(rho, dtype=np.float64), features, gains,
+        )
+        return features, gains
 
     def simulation(
         self, source_fields: np.ndarray, interpolated: np.ndarray, chunk: int = 8
@@ -256,55 +391,29 @@ class FeatureBuilder:
         interpolated: np.ndarray,
         frames: tuple[int, ...] | list[int] | None = None,
         chunk: int = 8,
+        norm: Normalisation | None = None,
     ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """(frame indices, features (C, N_dst, K), local scales (C, N_dst, F)) of ``frames`` (all if None), ``chunk``
-        frames at a time, float32.
+        frames at a time, float32; with ``norm`` standardised features and gains (:meth:`rows`).
 
-        Source-mesh derivatives are computed for all frames at once (the source mesh is the small
-        one); the destination-size work runs ``chunk`` frames at a time, so memory stays bounded
-        by the chunk whatever the number of frames.  A frame's features do not depend on which
+        The source quantities of the picked frames are computed at once (the source mesh is the
+        small one); :meth:`rows` assembles ``chunk`` frames at a time, so memory stays bounded by
+        the chunk whatever the number of frames.  A frame's features do not depend on which
         other frames share its chunk.
         """
-        u = np.asarray(source_fields, dtype=np.float64)
-        interp_all = interpolated  # float32, as cached
-        self._check_shapes(u, interp_all)
-        t_len, n, f = interp_all.shape
+        self._check_shapes(np.asarray(source_fields), interpolated)
+        t_len, n, f = interpolated.shape
         picked = np.arange(t_len) if frames is None else np.asarray(frames, dtype=np.int64)
-        upper = np.triu_indices(self.dim)
-        grad = self.recovery.gradient(u)  # (T, N_src, F, D)
-        hess = self.recovery.hessian(grad)[..., upper[0], upper[1]]  # (T, N_src, F, D(D+1)/2)
-        g_dot_v = np.einsum("tsfd,sd->tsf", grad, self.src_points)
-        unsharp = self._unsharp(u)
-        g = self.geometry.shape[1]
+        quantities = self.source_quantities(np.asarray(source_fields)[picked])
+        nodes = np.tile(np.arange(n), chunk)
         for start in range(0, len(picked), chunk):
-            frames = picked[start : start + chunk]
-            out = np.empty((len(frames), n, self.n_features), dtype=np.float32)
-            out[:, :, :g] = self.geometry[None]
-            interp = interp_all[frames].astype(np.float64)  # (C, N, F)
-            grad_x = self._interp_nodal(grad[frames])  # (C, N, F, D)
-            hess_x = self._interp_nodal(hess[frames])  # (C, N, F, D(D+1)/2)
-            # sum_i lambda_i g_i . (x - v_i) = x . (I g)(x) - I(g . v)(x), both by the operator.
-            grad_corr = np.einsum("tnfd,nd->tnf", grad_x, self.dst_points) - self._interp_nodal(g_dot_v[frames])
-            hess_corr = np.einsum("tnfc,nc->tnf", hess_x, self.second_moment_upper)
-            at_vertices = u[frames][:, self.stencil.vertices]  # (C, N, k, F)
-            # Feature-major (per_field, C, N, F): each piece is one block, the division runs on
-            # contiguous memory, and one strided pass writes the (C, N, F x per_field) layout.
-            per_field = np.concatenate(
-                [
-                    interp[None],
-                    (at_vertices - interp[:, :, None, :]).transpose(2, 0, 1, 3),
-                    grad_corr[None],
-                    hess_corr[None],
-                    np.moveaxis(grad_x, -1, 0),
-                    np.moveaxis(hess_x, -1, 0),
-                    np.moveaxis(self._interp_nodal(unsharp[frames]), -1, 0),
-                    self._shifted(u[frames]) - interp[None],
-                    (interp_all[np.maximum(frames - 1, 0)] - interp)[None],
-                    (interp_all[np.minimum(frames + 1, t_len - 1)] - interp)[None],
-                ]
+            these = picked[start : start + chunk]
+            c = len(these)
+            position = np.repeat(np.arange(start, start + c), n)
+
+            here, before, after = (
+                np.asarray(interpolated[at]).reshape(c * n, f)
+                for at in (these, np.maximum(these - 1, 0), np.minimum(these + 1, t_len - 1))
             )
-            scale = np.sqrt(np.mean(at_vertices**2, axis=2)) + SCALE_FLOOR * self.field_std  # (C, N, F)
-            per_field /= scale[None]
-            columns = out[:, :, g:].reshape(len(frames), n, f, self.per_field)  # a view: splits the last axis
-            columns[...] = per_field.transpose(1, 2, 3, 0)
-            yield frames, out, scale.astype(np.float32)
+            features, scales = self.rows(quantities, position, nodes[: c * n], here, before, after, norm)
+            yield these, features.reshape(c, n, -1), scales.reshape(c, n, f)

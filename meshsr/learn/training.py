@@ -1,8 +1,9 @@
 """Train the residual network of one resolution pair.
 
-The training split's features and standardised residuals live in memory as tensors on
-the training device; each step draws a batch of samples (``mlp``: node-frames, ``gnn``:
-whole frames) from a seeded permutation.  AdamW with a one-cycle schedule minimises
+Each step draws a batch of samples (``mlp``: node-frames, ``gnn``: whole frames) of the
+training split from a seeded permutation; their standardised features and residuals are
+assembled on the fly (:mod:`meshsr.learn.samples`) and moved to the training device.  AdamW
+with a one-cycle schedule minimises
 
 .. math::  L = \\operatorname{mean}_{b \\in B,\\, f} \\big(g_{b,f}\\, r_\\theta(z_b)_f - y_{b,f}\\big)^2,
     \\qquad y = (u_{dst} - I u) / \\rho_r, \\qquad g = s / \\rho_r,
@@ -35,7 +36,7 @@ from meshsr.learn.model import ModelConfig, build_model, infer, mean_adjacency
 from meshsr.learn.normalisation import Normalisation
 from meshsr.learn.pair_data import PairData, load_pair_data
 from meshsr.learn.precision import Precision
-from meshsr.learn.samples import Prefetched, SplitSamples, write_split
+from meshsr.learn.samples import FrameSamples, Prefetched, Rows, TrainingSamples, fit_statistics, frame_samples
 from meshsr.learn.settings import FitSettings, RunSettings
 from meshsr.learn.splits import Splits, splits_for
 from meshsr.learn.trained_model import TrainedModel
@@ -78,39 +79,56 @@ def residual(data: PairData, sim: int) -> np.ndarray:
     return data.cache.target_fields[sim] - data.cache.interpolated[sim]
 
 
-def build_tensors(
+def training_samples(
+    builder: FeatureBuilder, data: PairData, sims: tuple[int, ...], frames: tuple[int, ...], device: torch.device
+) -> tuple[TrainingSamples, Normalisation]:
+    """The node-frames of ``frames`` of ``sims`` (:mod:`meshsr.learn.samples`) and the normalisation statistics
+    estimated on them."""
+    parts = [(sim, tuple(frames)) for sim in sims]
+    cache = data.cache
+    rows = Rows(builder, data.source_mesh.fields, cache.interpolated, cache.target_fields, parts)
+    norm = fit_statistics(rows)
+    return TrainingSamples(rows, norm, device), norm
+
+
+def validation_frames(
     builder: FeatureBuilder,
     data: PairData,
     sims: tuple[int, ...],
     frames: tuple[int, ...],
-    norm: Normalisation | None,
+    norm: Normalisation,
     device: torch.device,
-) -> tuple[SplitSamples, Normalisation]:
-    """Samples of ``frames`` of ``sims`` in a temporary file (:mod:`meshsr.learn.samples`); ``norm=None`` fits the
-    statistics on them (the training split)."""
+) -> FrameSamples:
+    """``frames`` of ``sims``, standardised by ``norm``, in memory."""
     parts = [(sim, tuple(frames)) for sim in sims]
     cache = data.cache
-    return write_split(builder, data.source_mesh.fields, cache.interpolated, cache.target_fields, parts, norm, device)
+    return frame_samples(builder, data.source_mesh.fields, cache.interpolated, cache.target_fields, parts, norm, device)
 
 
 class _Batches:
-    """Endless seeded batches of row indices: a fresh permutation whenever one runs out."""
+    """Endless seeded batches of row indices: a fresh permutation whenever one runs out.
+
+    The permutation is held as int32 where the rows allow (torch draws the same permutation
+    whatever the dtype): at 4 bytes per training row it is, with the source quantities, what
+    grows with S·T.
+    """
 
     def __init__(self, n_rows: int, batch: int, generator: torch.Generator) -> None:
         self.n_rows, self.batch, self.generator = n_rows, min(batch, n_rows), generator
-        self.perm = torch.randperm(n_rows, generator=generator)
+        self.dtype = torch.int32 if n_rows < (1 << 31) else torch.int64
+        self.perm = torch.randperm(n_rows, generator=generator, dtype=self.dtype)
         self.pos = 0
 
     def next(self) -> torch.Tensor:
         if self.pos + self.batch > self.n_rows:
-            self.perm = torch.randperm(self.n_rows, generator=self.generator)
+            self.perm = torch.randperm(self.n_rows, generator=self.generator, dtype=self.dtype)
             self.pos = 0
         idx = self.perm[self.pos : self.pos + self.batch]
         self.pos += self.batch
         return idx
 
 
-def _loss_on(network: torch.nn.Module, split: SplitSamples, graph: torch.Tensor | None) -> float:
+def _loss_on(network: torch.nn.Module, split: FrameSamples, graph: torch.Tensor | None) -> float:
     """Mean squared error on standardised residuals over a whole split, no gradients."""
     read: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
@@ -131,18 +149,18 @@ def _log_splits(log: logging.Logger, splits: Splits, n_frames: int) -> None:
 
 def prepare_data(
     data: PairData, splits: Splits, use_coordinates: bool, device: torch.device
-) -> tuple[FeatureBuilder, SplitSamples, SplitSamples, Normalisation]:
-    """The feature builder and the training and validation tensors, standardised by the training split."""
+) -> tuple[FeatureBuilder, TrainingSamples, FrameSamples, Normalisation]:
+    """The feature builder, the training samples and the validation frames, standardised by the training split."""
     t = data.shape[1]
     train_frames = splits.train_frames(t)
     std = field_spread(data.cache.interpolated, splits.train, train_frames)
     builder = data.feature_builder(use_coordinates=use_coordinates, field_std=std)
-    train, norm = build_tensors(builder, data, splits.train, train_frames, None, device)
+    train, norm = training_samples(builder, data, splits.train, train_frames, device)
     if splits.validation_frames:
-        val_frames = validation_subsample(splits.validation_frames)
-        val, _ = build_tensors(builder, data, splits.train, val_frames, norm, device)
+        val_sims, val_frames = splits.train, validation_subsample(splits.validation_frames)
     else:
-        val, _ = build_tensors(builder, data, splits.validation, validation_subsample(tuple(range(t))), norm, device)
+        val_sims, val_frames = splits.validation, validation_subsample(tuple(range(t)))
+    val = validation_frames(builder, data, val_sims, val_frames, norm, device)
     return builder, train, val, norm
 
 
@@ -203,8 +221,8 @@ def fit_network(
     network: torch.nn.Module,
     kind: str,
     graph: torch.Tensor | None,
-    train: SplitSamples,
-    val: SplitSamples,
+    train: TrainingSamples,
+    val: FrameSamples,
     fit: FitSettings,
     generator: torch.Generator,
     label: str,
@@ -269,7 +287,7 @@ def train_pair(
     start = time.perf_counter()
     builder, train, val, norm = prepare_data(data, splits, fit.use_coordinates, device)
     log.info(
-        "%d features per node (%s); tensors built in %.1f s",
+        "%d features per node (%s); samples prepared in %.1f s",
         builder.n_features, ", ".join(builder.names), time.perf_counter() - start,
     )
     config = model_config(fit, builder.n_features, f)
