@@ -7,10 +7,9 @@ checkout's ``results/``), builds its pair cache, then trains it in a child proce
 
 * the split of the job's wall time: reading the pair, features (the source-node quantities of
   the training frames, the normalisation statistics from a sample of rows, the validation
-  frames' features; each also shown on its own), batching (the steps' wait for their batches: each
-  group of batches, i.e. cached values, the feature kernel, standardisation, is assembled by a
-  background thread while the previous group trains; its own time is shown too), validation,
-  and the rest of the epochs (forward, backward, optimiser);
+  frames' features; each also shown on its own), batching (assembling each group of batches:
+  cached values, the feature kernel, standardisation), validation, and the rest of the epochs
+  (forward, backward, optimiser);
 * data handling (features + batching) as a share of the job (the goal: <= 5 %), validation
   as a share of the epochs (the goal: <= 15 %), the kept epoch;
 * each child's peak RSS and their ratio S = 24 / S = 6 (the goal: <= 1.5x);
@@ -63,7 +62,7 @@ def child(results: Path, epochs: int, threads: int) -> None:
     from meshsr.learn.settings import FitSettings, RunSettings
 
     spent = {"read": 0.0, "features": 0.0, "batching": 0.0, "validation": 0.0, "epochs": 0.0}
-    parts = {"source quantities": 0.0, "statistics": 0.0, "validation frames": 0.0, "assembly (background thread)": 0.0}
+    parts = {"source quantities": 0.0, "statistics": 0.0, "validation frames": 0.0}
 
     def timed(name, function):
         def wrapper(*args, **kwargs):
@@ -79,9 +78,7 @@ def child(results: Path, epochs: int, threads: int) -> None:
     samples.Rows.__init__ = timed("source quantities", samples.Rows.__init__)
     training.fit_statistics = timed("statistics", training.fit_statistics)
     training.frame_samples = timed("validation frames", training.frame_samples)
-    # Groups are assembled by a background thread while steps run: the job waits only in next().
-    samples.TrainingSamples.take = timed("assembly (background thread)", samples.TrainingSamples.take)
-    samples.Prefetched.next = timed("batching", samples.Prefetched.next)
+    samples.TrainingSamples.take = timed("batching", samples.TrainingSamples.take)
     training._loss_on = timed("validation", training._loss_on)
     training.fit_network = timed("epochs", training.fit_network)
     start, cpu = time.perf_counter(), time.process_time()
@@ -121,11 +118,7 @@ def show(report: dict) -> None:
     for name, seconds in spent.items():
         print(f"  {name:>10}: {seconds:7.2f} s  {100 * seconds / wall:5.1f} % of the job")
         if name == "features":
-            own = [f"{part} {s:.2f} s" for part, s in report["parts"].items() if "thread" not in part]
-            print("    of which " + ", ".join(own))
-        if name == "batching":
-            assembly = report["parts"]["assembly (background thread)"]
-            print(f"    waiting for batches; assembling them took {assembly:.2f} s in a background thread")
+            print("    of which " + ", ".join(f"{part} {s:.2f} s" for part, s in report["parts"].items()))
     data = spent["features"] + spent["batching"]
     print(f"  data handling (features + batching): {100 * data / wall:.1f} % of the job (goal <= 5 %)")
     print(f"  validation: {100 * spent['validation'] / epochs:.1f} % of the epochs (goal <= 15 %)")

@@ -157,31 +157,6 @@ def test_prefetched_batches_are_the_drawn_batches_in_order(rows, monkeypatch):
         assert torch.equal(got_rows, batch)
         for ours, theirs in zip(got, split.take(batch[::2].numpy()), strict=True):
             assert torch.equal(ours, theirs)
-    assert prefetched._worker is None and prefetched._pending is None  # the background thread has ended
-
-
-def test_the_background_thread_assembles_with_the_callers_kernel_thread_count():
-    import threading
-
-    import numba as nb
-
-    before = nb.get_num_threads()
-    seen = []
-    try:
-        nb.set_num_threads(1)
-        init = samples.same_kernel_threads()
-        nb.set_num_threads(before)
-
-        def worker():
-            init()
-            seen.append(nb.get_num_threads())
-
-        thread = threading.Thread(target=worker)
-        thread.start()
-        thread.join()
-    finally:
-        nb.set_num_threads(before)
-    assert seen == [1]
 
 
 def test_only_the_source_quantities_grow_with_the_frames(data, builder, rows):

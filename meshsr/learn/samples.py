@@ -24,7 +24,6 @@ fewer), so their cost does not grow with S·T either.  The validation frames are
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -215,10 +214,7 @@ class Prefetched:
     """Batches in draw order, assembled ``GROUP_ROWS`` rows at a time (:meth:`TrainingSamples.take`).
 
     ``draw()`` gives the next batch: the global batch's sample indices and this process's share
-    of them; batches are drawn ahead, never past ``total`` batches.  While one group's batches
-    train, the next group is assembled by a background thread (the compiled kernel and the cache
-    reads release the GIL), so assembly overlaps the training steps.  Groups are drawn in the main
-    thread in the same order as they are used: the batches do not depend on the thread's timing.
+    of them; batches are drawn ahead, never past ``total`` batches.
     """
 
     def __init__(self, samples: TrainingSamples, draw: Callable[[], tuple[torch.Tensor, torch.Tensor]], total: int):
@@ -226,43 +222,21 @@ class Prefetched:
         # Two sets: the batches of one group are still referenced while the next group is assembled.
         self._buffers: list[Buffers | None] = [None, None]
         self._queue: Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = iter(())
-        self._pending: Future | None = None
-        self._worker: ThreadPoolExecutor | None = None
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(global batch rows, features, gains, targets of this process's share)."""
         item = next(self._queue, None)
         if item is None:
-            pending = self._pending or self._start()
-            self._pending = self._start() if self.left > 0 else None
-            self._queue = iter(pending.result())
+            self._queue = self._gather()
             item = next(self._queue)
         return item
 
-    def close(self) -> None:
-        """Stop the background thread (after the last batch it has stopped by itself)."""
-        if self._worker is not None:
-            self._worker.shutdown(wait=True, cancel_futures=True)
-            self._worker = None
-
-    def _start(self) -> Future:
-        """Draw the next group (here, in draw order) and assemble it in the background."""
+    def _gather(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
         first_rows, first_share = self.draw()
         per_batch = max(1, len(first_share)) * self.samples.rows_per_sample
         count = max(1, min(self.left, GROUP_ROWS // per_batch))
         drawn = [(first_rows, first_share)] + [self.draw() for _ in range(count - 1)]
         self.left -= count
-        if self._worker is None:
-            self._worker = ThreadPoolExecutor(1, "meshsr-batches", same_kernel_threads())
-        future = self._worker.submit(self._assemble, drawn)
-        if self.left <= 0:
-            self._worker.shutdown(wait=False)  # the thread ends after this last group
-            self._worker = None
-        return future
-
-    def _assemble(
-        self, drawn: list[tuple[torch.Tensor, torch.Tensor]]
-    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
         idx = torch.cat([share for _, share in drawn]).numpy()
         self._buffers.reverse()
         buffers = self._buffers[0]
@@ -272,21 +246,11 @@ class Prefetched:
             buffers = Buffers(needed, rows.builder.n_features, rows.n_fields)
             self._buffers[0] = buffers
         x, gains, targets = self.samples.take(idx, buffers, [len(share) for _, share in drawn])
-        out, start = [], 0
+        start = 0
         for rows, share in drawn:
             end = start + len(share)
-            out.append((rows, x[start:end], gains[start:end], targets[start:end]))
+            yield rows, x[start:end], gains[start:end], targets[start:end]
             start = end
-        return out
-
-
-def same_kernel_threads() -> Callable[[], None]:
-    """A thread initialiser giving a new thread the calling thread's compiled-kernel thread count (numba's
-    setting is per thread; a new one would take every core of the node)."""
-    import numba as nb
-
-    count = nb.get_num_threads()
-    return lambda: nb.set_num_threads(count)
 
 
 @dataclass

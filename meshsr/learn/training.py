@@ -245,24 +245,21 @@ def fit_network(
     best = Checkpoint()
     network.train()
     start = time.perf_counter()
-    try:
-        for epoch in range(1, fit.epochs + 1):
-            steps = tqdm(
-                range(fit.steps_per_epoch), desc=f"{label} epoch {epoch}/{fit.epochs}", file=sys.stderr,
-                disable=not progress, leave=False,
-            )
-            train_loss = _train_epoch(network, graph, batches, optimiser, schedule, steps, ranks, precision)
-            val_loss = _loss_on(network, val, graph)
-            elapsed = time.perf_counter() - start
-            for key, value in zip(history, (epoch, train_loss, val_loss, elapsed), strict=True):
-                history[key].append(value)
-            marker = " *" if best.offer(epoch, val_loss, network) else ""
-            log.info(
-                "epoch %d/%d  train loss %.5f  validation loss %.5f  %.1f s%s",
-                epoch, fit.epochs, train_loss, val_loss, elapsed, marker,
-            )
-    finally:
-        batches.close()  # its background thread, also when a step fails
+    for epoch in range(1, fit.epochs + 1):
+        steps = tqdm(
+            range(fit.steps_per_epoch), desc=f"{label} epoch {epoch}/{fit.epochs}", file=sys.stderr,
+            disable=not progress, leave=False,
+        )
+        train_loss = _train_epoch(network, graph, batches, optimiser, schedule, steps, ranks, precision)
+        val_loss = _loss_on(network, val, graph)
+        elapsed = time.perf_counter() - start
+        for key, value in zip(history, (epoch, train_loss, val_loss, elapsed), strict=True):
+            history[key].append(value)
+        marker = " *" if best.offer(epoch, val_loss, network) else ""
+        log.info(
+            "epoch %d/%d  train loss %.5f  validation loss %.5f  %.1f s%s",
+            epoch, fit.epochs, train_loss, val_loss, elapsed, marker,
+        )
     return best, history
 
 
