@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "meshsr"
-# every subpackage may use these
-SHARED = {"meshsr", "meshsr.__version__", "meshsr.errors", "meshsr.atomic", "meshsr.memory"}
+SHARED = {"meshsr", "meshsr.__version__", "meshsr.errors", "meshsr.atomic"}  # every subpackage may use these
 MAY_IMPORT = {
     "provenance": set(),
     "mesh": set(),

@@ -43,7 +43,6 @@ from meshsr.atomic import atomic_savez
 from meshsr.cache.freshness import rebuild_command, stale_cache_error
 from meshsr.errors import InputError
 from meshsr.interp.operator import METHOD, InterpolationOperator, operator_problem
-from meshsr.memory import AnonymousMap
 from meshsr.mesh.npz import MemberError, NpyHeader, read_npy_header
 
 FORMAT_VERSION = 1
@@ -334,8 +333,7 @@ def _mapping_of(array: np.ndarray) -> mmap.mmap | None:
     while isinstance(base, np.ndarray) and base.base is not None:
         base = base.base
     base = base.obj if isinstance(base, memoryview) else base
-    file_backed = isinstance(base, mmap.mmap) and not isinstance(base, AnonymousMap)  # dropped anonymous pages are lost
-    return base if file_backed and hasattr(mmap, "MADV_DONTNEED") else None
+    return base if isinstance(base, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED") else None
 
 
 def _stream_finite(zf: zipfile.ZipFile, path: Path, key: str) -> None:

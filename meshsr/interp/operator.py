@@ -35,7 +35,6 @@ import numpy as np
 
 from meshsr.atomic import atomic_savez
 from meshsr.errors import InputError
-from meshsr.memory import fresh_array
 
 if TYPE_CHECKING:
     import scipy.sparse as sp
@@ -209,7 +208,7 @@ class InterpolationOperator:
         flat = fields.reshape(-1, n_src, n_f)
         shape = (*lead, self.matrix.shape[0], n_f)
         if out is None:
-            out = fresh_array(shape, out_type)
+            out = np.empty(shape, dtype=out_type)
         elif out.shape != shape or out.dtype != out_type or not out.flags.c_contiguous:
             raise ValueError(f"out must be a C-contiguous {out_type} array of shape {shape}")
         result, out = out, out.reshape(len(flat), self.matrix.shape[0], n_f)
