@@ -16,10 +16,6 @@ For each pair size, in one process and interleaved repeat by repeat (medians pri
 * peak RSS of build + apply in a child process: the rise of VmHWM over VmRSS just before
   the build, against the operator's arrays plus the applied output.
 
-Before any timing the process touches and frees ``--prefault-gb`` of memory: on a virtual
-machine the first touch of never-used guest memory costs about 2 s per GB (the host backs it),
-which whoever grows the process first would otherwise pay (see :func:`prefault`).
-
 It checks that both codes locate the same nodes and give the same values (to 1e-6 of the
 field scale), and prints cpu/wall, thread settings and the load average beside the
 figures.  Time measured on a loaded machine is for direction only.
@@ -228,23 +224,6 @@ def measure_rss(size: str, n_frames: int, n_fields: int) -> dict | None:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def prefault(gigabytes: float) -> tuple[float, float]:
-    """Touch and free ``gigabytes`` of memory twice; the seconds of each pass.
-
-    On a virtual machine the first touch of guest memory that the process has never used is
-    slow (the host backs it then: here about 2 s per GB, against 0.1 s per GB for memory that
-    was touched and freed before). Whoever first grows the process would pay it, so both
-    contestants start from memory touched once.
-    """
-    seconds = []
-    for _ in range(2):
-        start = time.perf_counter()
-        block = np.ones(int(gigabytes * 2**30) // 4, dtype=np.float32)
-        seconds.append(time.perf_counter() - start)
-        del block
-    return seconds[0], seconds[1]
-
-
 def first_call_cost() -> tuple[float, float]:
     """Wall time of import + first small build/apply in a fresh interpreter: with this checkout's kernel
     cache, and with an empty NUMBA_CACHE_DIR (what a fresh checkout's first job pays to compile)."""
@@ -408,9 +387,6 @@ def main() -> None:
     parser.add_argument("--fields", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats; medians are printed")
     parser.add_argument("--griddata-calls", type=int, default=5, help="griddata calls timed (5k -> 50k), 0: skip")
-    parser.add_argument(
-        "--prefault-gb", type=float, default=8.0, help="memory touched and freed before the timings (0: none)"
-    )
     parser.add_argument("--rss-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
@@ -426,7 +402,6 @@ def main() -> None:
 
     start_wall, start_cpu = time.perf_counter(), time.process_time()
     cached, cold = first_call_cost()
-    first, again = prefault(args.prefault_gb)
     threads = {k: os.environ.get(k, "-") for k in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
     print(
         f"cores {os.cpu_count()}, numba {numba.__version__} threads {numba.get_num_threads()} "
@@ -436,10 +411,6 @@ def main() -> None:
     print(
         f"first build + apply in a fresh process (import included): {cached:.2f} s with the kernel cache, "
         f"{cold:.2f} s compiling (empty NUMBA_CACHE_DIR)"
-    )
-    print(
-        f"memory touched before the timings: {args.prefault_gb:g} GB, first pass {first:.2f} s, "
-        f"second {again:.2f} s (the virtual machine's first touch of guest memory)"
     )
     vtk.vtkSMPTools.SetBackend("STDThread")
     for size in sizes:
