@@ -86,15 +86,8 @@ class Stencil:
                 f"operator row {bad} has {counts[bad]} entries, but located rows need {k} (cell vertices) "
                 "and extrapolated rows 1; rebuild the pair cache",
             )
-        vertices = np.empty((n, k), dtype=np.int64)
-        weights = np.zeros((n, k), dtype=np.float64)
-        starts = matrix.indptr[:-1]
-        located = ~operator.extrapolated
-        pos = starts[located][:, None] + np.arange(k)
-        vertices[located] = matrix.indices[pos]
-        weights[located] = matrix.data[pos]
-        vertices[~located] = matrix.indices[starts[~located]][:, None]
-        weights[~located, 0] = matrix.data[starts[~located]]
+        columns, weights = padded_rows(matrix, k)  # an extrapolated row: its node, then weight 0 on it
+        vertices = columns.astype(np.int64)
         order = np.argsort(-weights, axis=1, kind="stable")
         vertices = np.take_along_axis(vertices, order, axis=1)
         weights = np.take_along_axis(weights, order, axis=1)

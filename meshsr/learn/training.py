@@ -22,7 +22,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
@@ -72,11 +71,6 @@ class Checkpoint:
         self.epoch, self.loss = epoch, loss
         self.state = {k: v.detach().clone() for k, v in network.state_dict().items()}
         return True
-
-
-def residual(data: PairData, sim: int) -> np.ndarray:
-    """Target minus interpolation, (T, N, F) float32."""
-    return data.cache.target_fields[sim] - data.cache.interpolated[sim]
 
 
 def training_samples(
