@@ -121,43 +121,70 @@ def _box(points, cells, c, origin, h, shape, ilo, ihi) -> int:
     return count
 
 
-@nb.njit(**_SEQ)
-def cell_buckets(points, cells, ids, origin, h, shape):  # pragma: no cover - compiled
-    """Buckets as CSR: ``starts`` (buckets + 1) and the cells ``ids`` whose bounding box meets each
-    bucket, in ascending order of ``ids`` within a bucket (``ids`` must be ascending)."""
-    d = points.shape[1]
-    n_buckets = 1
-    for j in range(d):
-        n_buckets *= shape[j]
-    starts = np.zeros(n_buckets + 1, np.int64)
-    ilo = np.empty(d, np.int64)
-    ihi = np.empty(d, np.int64)
-    cur = np.empty(d, np.int64)
-    for rep in range(2):
-        if rep == 1:
-            for b in range(n_buckets):
-                starts[b + 1] += starts[b]
-            fill = starts[:-1].copy()
-            members = np.empty(starts[n_buckets], np.int32)
-        for c in ids:
-            count = _box(points, cells, c, origin, h, shape, ilo, ihi)
-            cur[:] = ilo
-            for _ in range(count):
+@nb.njit(**_PAR)
+def cell_boxes(points, cells, ids, origin, h, shape, ilo, ihi):  # pragma: no cover - compiled
+    """Grid index ranges ``[ilo[p], ihi[p]]`` (each (len(ids), D)) of the bounding boxes of cells ``ids``."""
+    for p in nb.prange(len(ids)):
+        _box(points, cells, ids[p], origin, h, shape, ilo[p], ihi[p])
+
+
+@nb.njit(**_PAR)
+def _bucket_pass(ids, ilo, ihi, shape, n_parts, starts, fill, members, counting):  # pragma: no cover - compiled
+    """One pass over the cells' boxes: count each bucket's cells into ``starts[b + 1]`` (``counting``) or
+    write them to ``members[fill[b]]``.  Part ``t`` of ``n_parts`` takes the buckets of one slab of the
+    first grid axis, so parts never share a bucket, and each runs over the cells in ascending order."""
+    d = ilo.shape[1]
+    for part in nb.prange(n_parts):
+        a0 = part * shape[0] // n_parts
+        a1 = (part + 1) * shape[0] // n_parts
+        lo = np.empty(d, np.int64)
+        cur = np.empty(d, np.int64)
+        for p in range(len(ids)):
+            if ihi[p, 0] < a0 or ilo[p, 0] >= a1:
+                continue
+            for j in range(d):
+                lo[j] = ilo[p, j]
+            lo[0] = max(lo[0], a0)
+            top0 = min(ihi[p, 0], a1 - 1)
+            cur[:] = lo
+            while True:
                 b = 0
                 for j in range(d):
                     b = b * shape[j] + cur[j]
-                if rep == 0:
+                if counting:
                     starts[b + 1] += 1
                 else:
-                    members[fill[b]] = c
+                    members[fill[b]] = ids[p]
                     fill[b] += 1
                 j = d - 1
                 while j >= 0:  # odometer over the box, last axis fastest
                     cur[j] += 1
-                    if cur[j] <= ihi[j]:
+                    if cur[j] <= (top0 if j == 0 else ihi[p, j]):
                         break
-                    cur[j] = ilo[j]
+                    cur[j] = lo[j]
                     j -= 1
+                if j < 0:
+                    break
+
+
+def cell_buckets(points, cells, ids, origin, h, shape) -> tuple[np.ndarray, np.ndarray]:
+    """Buckets as CSR: ``starts`` (buckets + 1) and the cells ``ids`` whose bounding box meets each
+    bucket, in ascending order of ``ids`` within a bucket (``ids`` must be ascending).
+
+    Threads take slabs of the first grid axis (:func:`_bucket_pass`): the lists are the same
+    whatever the thread count.
+    """
+    d = points.shape[1]
+    ilo = np.empty((len(ids), d), np.int64)
+    ihi = np.empty((len(ids), d), np.int64)
+    cell_boxes(points, cells, ids, origin, h, shape, ilo, ihi)
+    n_parts = max(1, min(int(shape[0]), nb.get_num_threads()))
+    starts = np.zeros(int(np.prod(shape)) + 1, np.int64)
+    members = np.empty(0, np.int32)
+    _bucket_pass(ids, ilo, ihi, shape, n_parts, starts, starts[:-1], members, True)
+    np.cumsum(starts, out=starts)
+    members = np.empty(starts[-1], np.int32)
+    _bucket_pass(ids, ilo, ihi, shape, n_parts, starts, starts[:-1].copy(), members, False)
     return starts, members
 
 
@@ -199,13 +226,52 @@ def _score_above(packed, c, x, floor) -> float:
     return min(first, low)
 
 
+@nb.njit(**_SEQ)
+def _score_above_2d(packed, c, x0, x1, floor) -> float:
+    """:func:`_score_above` for D = 2 with the point's coordinates in registers (the same arithmetic)."""
+    d0 = x0 - packed[c, 0]
+    d1 = x1 - packed[c, 1]
+    l1 = (0.0 + packed[c, 2] * d0) + packed[c, 3] * d1
+    if not l1 > floor:
+        return -np.inf
+    l2 = (0.0 + packed[c, 4] * d0) + packed[c, 5] * d1
+    if not l2 > floor:
+        return -np.inf
+    first = 1.0 - ((0.0 + l1) + l2)
+    if not first > floor:
+        return -np.inf
+    return min(first, min(min(np.inf, l1), l2))
+
+
+@nb.njit(**_SEQ)
+def _score_above_3d(packed, c, x0, x1, x2, floor) -> float:
+    """:func:`_score_above` for D = 3 with the point's coordinates in registers (the same arithmetic)."""
+    d0 = x0 - packed[c, 0]
+    d1 = x1 - packed[c, 1]
+    d2 = x2 - packed[c, 2]
+    l1 = ((0.0 + packed[c, 3] * d0) + packed[c, 4] * d1) + packed[c, 5] * d2
+    if not l1 > floor:
+        return -np.inf
+    l2 = ((0.0 + packed[c, 6] * d0) + packed[c, 7] * d1) + packed[c, 8] * d2
+    if not l2 > floor:
+        return -np.inf
+    l3 = ((0.0 + packed[c, 9] * d0) + packed[c, 10] * d1) + packed[c, 11] * d2
+    if not l3 > floor:
+        return -np.inf
+    first = 1.0 - (((0.0 + l1) + l2) + l3)
+    if not first > floor:
+        return -np.inf
+    return min(first, min(min(min(np.inf, l1), l2), l3))
+
+
 @nb.njit(**_PAR)
 def locate_in_buckets(queries, packed, starts, members, origin, h, shape, below_tol, cell, lam):  # pragma: no cover
     """Containing cell (or -1) and barycentric coordinates of every query (see the module docstring).
 
     ``below_tol``: the float just below -tol.  A candidate must beat the best score so far (at
     first ``below_tol``, so only scores >= -tol count), so it is dropped at its first coordinate
-    that does not: the same winner as scoring every candidate in full.
+    that does not: the same winner as scoring every candidate in full.  In 2D and 3D the scoring
+    is written out for the dimension (:func:`_score_above_2d`, :func:`_score_above_3d`).
     """
     n, d = queries.shape
     n_chunks = (n + 1023) // 1024
@@ -216,11 +282,20 @@ def locate_in_buckets(queries, packed, starts, members, origin, h, shape, below_
                 b = b * shape[j] + _bin(queries[q, j], origin[j], h, shape[j])
             best = below_tol
             best_c = -1
+            x0 = queries[q, 0]
+            x1 = queries[q, 1] if d > 1 else 0.0
+            x2 = queries[q, 2] if d > 2 else 0.0
             for p in range(starts[b], starts[b + 1]):
-                s = _score_above(packed, members[p], queries[q], best)
+                c = members[p]
+                if d == 2:
+                    s = _score_above_2d(packed, c, x0, x1, best)
+                elif d == 3:
+                    s = _score_above_3d(packed, c, x0, x1, x2, best)
+                else:
+                    s = _score_above(packed, c, queries[q], best)
                 if s > best:
                     best = s
-                    best_c = members[p]
+                    best_c = c
             if best_c >= 0:
                 cell[q] = best_c
                 _score(packed, best_c, queries[q], lam[q])
@@ -244,15 +319,20 @@ def fill_located_rows(cell, lam, cells, indptr, indices, data):  # pragma: no co
 
 @nb.njit(**_PAR)
 def frames_to_rows(x, b0, xt):  # pragma: no cover - compiled
-    """``xt[i, (b - b0) * F + f] = x[b, i, f]`` for the frames b0 .. b0 + len(xt[0]) / F: node-major copies."""
+    """``xt[i, (b - b0) * F + f] = x[b, i, f]`` for the frames b0 .. b0 + len(xt[0]) / F: node-major copies.
+
+    Threads take blocks of 128 nodes and copy them frame by frame: contiguous reads, and the
+    block's rows of ``xt`` stay in cache while every frame lands in them."""
     n_f = x.shape[2]
     n_frames = xt.shape[1] // n_f
-    for i in nb.prange(x.shape[1]):
-        q = 0
-        for b in range(b0, b0 + n_frames):
-            for f in range(n_f):
-                xt[i, q] = x[b, i, f]
-                q += 1
+    n = x.shape[1]
+    for ib in nb.prange((n + 127) // 128):
+        for b in range(n_frames):
+            src = x[b0 + b]
+            q = b * n_f
+            for i in range(ib * 128, min(n, ib * 128 + 128)):
+                for f in range(n_f):
+                    xt[i, q + f] = src[i, f]
 
 
 @nb.njit(**_PAR)
