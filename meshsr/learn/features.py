@@ -209,8 +209,8 @@ class FeatureBuilder:
         ]
         k = self.dim + 1
         padded = [padded_rows(m, k) for m in shifted]
-        self.shift_vertices = np.ascontiguousarray(np.stack([c for c, _ in padded], axis=1))  # (N, J, k)
-        self.shift_weights = np.ascontiguousarray(np.stack([w for _, w in padded], axis=1))
+        shift_vertices = np.stack([c for c, _ in padded], axis=1)  # (N, J, k)
+        shift_weights = np.stack([w for _, w in padded], axis=1)
         offsets, weights = self.stencil.offsets, self.stencil.weights
         # Q = sum_i lambda_i d_i d_i^T, so hess_corr = <Q, I H u>, written over H's upper triangle.
         q = np.einsum("nk,nka,nkb->nab", weights, offsets, offsets)
@@ -227,18 +227,18 @@ class FeatureBuilder:
         # The kernel's per-node records (meshsr.learn.feature_kernels.row_features): indices, then values.
         n = len(dst_points)
         self._node_index = np.ascontiguousarray(
-            np.concatenate([self.stencil.vertices, self.shift_vertices.reshape(n, -1)], axis=1), dtype=np.int32
+            np.concatenate([self.stencil.vertices, shift_vertices.reshape(n, -1)], axis=1), dtype=np.int32
         )
         self._node_data = np.ascontiguousarray(
             np.concatenate(
-                [weights, offsets.reshape(n, -1), self.second_moment_upper, self.shift_weights.reshape(n, -1),
+                [weights, offsets.reshape(n, -1), self.second_moment_upper, shift_weights.reshape(n, -1),
                  self.geometry],
                 axis=1,
             ),
             dtype=np.float64,
         )
         self._sizes = np.array(
-            [k, self.dim, self.second_moment_upper.shape[1], self.shift_vertices.shape[1], self.geometry.shape[1]],
+            [k, self.dim, self.second_moment_upper.shape[1], shift_vertices.shape[1], self.geometry.shape[1]],
             dtype=np.int64,
         )
         per_field = field_feature_names(self.dim)

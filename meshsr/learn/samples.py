@@ -70,21 +70,20 @@ class Rows:
     def __len__(self) -> int:
         return self.n_frames * self.n_nodes
 
-    def cached(self, frames: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+    def cached(self, frames: np.ndarray, nodes: np.ndarray, by_frame: np.ndarray) -> np.ndarray:
         """(4, R, F) float32: the cached :math:`I u` of each row's frame, of the frames before and after it
         (clamped) and the target field, read frame by frame (hence one simulation at a time), releasing the
-        cache's mapped pages after each simulation."""
+        cache's mapped pages after each simulation.  ``by_frame``: :func:`frame_order` of ``frames``."""
         from meshsr.learn.feature_kernels import gather_cached
 
-        order = frame_order(frames, self.n_frames)
         out = np.empty((4, len(frames), self.n_fields), dtype=np.float32)
-        sims = self.sims[frames[order]]
-        starts = np.flatnonzero(np.r_[True, sims[1:] != sims[:-1]]) if len(order) else np.zeros(0, np.int64)
+        sims = self.sims[frames[by_frame]]
+        starts = np.flatnonzero(np.r_[True, sims[1:] != sims[:-1]]) if len(by_frame) else np.zeros(0, np.int64)
         times = self.times[frames]
-        for lo, hi in zip(starts, np.r_[starts[1:], len(order)], strict=True):
+        for lo, hi in zip(starts, np.r_[starts[1:], len(by_frame)], strict=True):
             sim = int(sims[lo])
             interp, target = np.asarray(self.interpolated[sim]), np.asarray(self.target_fields[sim])
-            gather_cached(order[lo:hi], times, nodes, interp, target, out)
+            gather_cached(by_frame[lo:hi], times, nodes, interp, target, out)
             release_pages(self.interpolated)
             release_pages(self.target_fields)
         return out
@@ -100,8 +99,9 @@ class Rows:
         """
         idx = np.asarray(idx, dtype=np.int64)
         frames, nodes = np.divmod(idx, self.n_nodes)
-        order, positions = layout(frames, nodes, self.n_frames, segments)
-        here, before, after, target = self.cached(frames, nodes)
+        by_frame = frame_order(frames, self.n_frames)
+        order, positions = layout(frames, nodes, self.n_frames, segments, by_frame)
+        here, before, after, target = self.cached(frames, nodes, by_frame)
         size = len(idx)
         parts = None if out is None else (out.features[:size], out.gains[:size])
         features, gains = self.builder.rows(
@@ -114,7 +114,11 @@ class Rows:
 
 
 def layout(
-    frames: np.ndarray, nodes: np.ndarray, n_frames: int, segments: list[int] | None = None
+    frames: np.ndarray,
+    nodes: np.ndarray,
+    n_frames: int,
+    segments: list[int] | None = None,
+    by_frame: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(order, positions) of rows (``frames``, ``nodes``): the ``p``-th row computed is row ``order[p]`` and is
     written to ``positions[p]``.  Rows are computed by blocks of ``NODE_BLOCK`` destination nodes and frame by
@@ -123,8 +127,9 @@ def layout(
     None) keeps its place, its rows in that order, so that writes run in sequence.
 
     A batch's rows in another order change its loss only by the order of the floating-point sums.
+    ``by_frame``: :func:`frame_order` of ``frames``, if known.
     """
-    order = frame_order(frames, n_frames)
+    order = frame_order(frames, n_frames) if by_frame is None else by_frame
     blocks = nodes[order] // NODE_BLOCK
     order = order[np.argsort(blocks.astype(np.int16) if blocks.max(initial=0) < (1 << 15) else blocks, kind="stable")]
     if segments is None or len(segments) <= 1:
