@@ -2,19 +2,26 @@
 
 Generates the example pair (coarse -> fine, the shipped node counts, T = 48) for each S
 in ``--simulations`` in a temporary directory (or reads ``--results`` for S = 6: a built
-checkout's ``results/``), builds its pair cache, then trains it in a child process per S
-(the default training settings, ``--epochs`` epochs, ``--threads`` threads) and prints
+checkout's ``results/``), builds its pair cache and then, in a child process each (the default
+training settings, ``--epochs`` epochs, ``--threads`` threads):
 
-* the split of the job's wall time: reading the pair, features (the source-node quantities of
-  the training frames, the normalisation statistics from a sample of rows, the validation
-  frames' features; each also shown on its own), batching (assembling each group of batches:
-  cached values, the feature kernel, standardisation), validation, and the rest of the epochs
-  (forward, backward, optimiser);
-* data handling (features + batching) as a share of the job (the goal: <= 5 %), validation
-  as a share of the epochs (the goal: <= 15 %), the kept epoch;
-* each child's peak RSS and their ratio S = 24 / S = 6 (the goal: <= 1.5x);
+* **on the fly** (the gnn's way, and the mlp's before the training_batches job): one job that reads
+  the pair, builds the features (the source-node quantities of the training frames, the
+  normalisation statistics from a sample of rows, the validation frames' features; each also shown
+  on its own), assembles each group of batches (cached values, the feature kernel,
+  standardisation: "batching") and trains;
+* **the training_batches job** (:func:`meshsr.learn.training.batches_job`): the same features and
+  batches, written to a file in draw order; its wall time, file size and peak RSS;
+* **training from the batches** (what ``train_model`` runs for the mlp): reading the side file
+  (statistics, validation frames), handing each batch's mapped rows to the network, validation and
+  the rest of the epochs (forward, backward, optimiser); after the job, one read pass over the
+  mapped batches alone (the page faults and memory reads that training's first layer pays) is
+  timed and counted as data handling too, so the share is an upper bound;
 
-with cpu time, thread settings and the load average beside them.
+and prints data handling as a share of each training job (the goal: <= 5 %), validation as a share of
+the epochs (the goal: <= 15 %), the kept epoch, whether both ways give the same loss history (the
+same model), and each child's peak RSS with the ratio S = 24 / S = 6 for the training job (the goal:
+<= 1.5x); with cpu time, thread settings and the load average beside them.
 
     python benchmarks/training_data.py                                   # S = 6 and 24, 16 epochs
     python benchmarks/training_data.py --results results --simulations 6 # the built example only
@@ -26,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -53,76 +61,129 @@ def make_pair(root: Path, simulations: int, nodes: dict[str, int], frames: int) 
     return root
 
 
-def child(results: Path, epochs: int, threads: int) -> None:
-    """Train the pair under ``results`` with timers around each part; print one JSON line."""
-    import resource
-
-    from meshsr.learn import samples, training
-    from meshsr.learn.pair_data import load_pair_data
-    from meshsr.learn.settings import FitSettings, RunSettings
-
-    spent = {"read": 0.0, "features": 0.0, "batching": 0.0, "validation": 0.0, "epochs": 0.0}
-    parts = {"source quantities": 0.0, "statistics": 0.0, "validation frames": 0.0}
-
+def _timer(spent: dict):
     def timed(name, function):
         def wrapper(*args, **kwargs):
             start = time.perf_counter()
             try:
                 return function(*args, **kwargs)
             finally:
-                (spent if name in spent else parts)[name] += time.perf_counter() - start
+                spent[name] = spent.get(name, 0.0) + time.perf_counter() - start
 
         return wrapper
 
+    return timed
+
+
+def _pair_paths(results: Path) -> tuple[Path, Path, Path]:
+    example = results / "example"
+    return example / "coarse.npz", example / "fine.npz", results / "cache" / "coarse_fine.npz"
+
+
+def child(results: Path, mode: str, epochs: int, threads: int, batches: Path) -> None:
+    """One job under ``results`` with timers around its parts (``mode``: fly, batches or stream); one JSON line."""
+    import resource
+
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # the kernels' threads, as Snakemake sets them for a job
+    from meshsr.learn import batch_stream, samples, training
+    from meshsr.learn.pair_data import load_pair_data
+    from meshsr.learn.settings import FitSettings
+    spent: dict[str, float] = {}
+    timed = _timer(spent)
+    fit = FitSettings(epochs=epochs)
+    rows, side = batches / "coarse_fine.npy", batches / "coarse_fine.npz"
+    training.load_pair_data = timed("read", load_pair_data)
     training.prepare_data = timed("features", training.prepare_data)
     samples.Rows.__init__ = timed("source quantities", samples.Rows.__init__)
     training.fit_statistics = timed("statistics", training.fit_statistics)
     training.frame_samples = timed("validation frames", training.frame_samples)
     samples.TrainingSamples.take = timed("batching", samples.TrainingSamples.take)
+    batch_stream.StreamBatches.next = timed("batch slices", batch_stream.StreamBatches.next)
+    training.read_batch_stream = timed("side file", training.read_batch_stream)
     training._loss_on = timed("validation", training._loss_on)
     training.fit_network = timed("epochs", training.fit_network)
     start, cpu = time.perf_counter(), time.process_time()
-    example = results / "example"
-    data = timed("read", load_pair_data)(
-        "coarse", "fine", example / "coarse.npz", example / "fine.npz", results / "cache" / "coarse_fine.npz"
-    )
-    trained = training.train_pair(data, FitSettings(epochs=epochs), RunSettings("cpu", threads), progress=False)
+    src, dst, cache = _pair_paths(results)
+    report: dict = {}
+    if mode == "batches":
+        training.batches_job("coarse", "fine", src, dst, cache, rows, side, fit.to_dict())
+        report["file_bytes"] = rows.stat().st_size + side.stat().st_size
+    else:
+        batches_in = [rows, side] if mode == "stream" else None
+        trained = training.train_job("coarse", "fine", src, dst, cache, batches / "model.pt", fit.to_dict(),
+                                     threads=threads, progress=False, batches=batches_in)
+        report.update(best_epoch=trained.history["best_epoch"], validation_loss=trained.history["validation_loss"],
+                      train_loss=trained.history["train_loss"])
     wall = time.perf_counter() - start
-    spent["epochs"] -= spent["batching"] + spent["validation"]  # the rest: forward, backward, optimiser
-    report = {
-        "S": data.shape[0],
-        "wall": wall,
-        "cpu": time.process_time() - cpu,
-        "spent": spent,
-        "parts": parts,
-        "best_epoch": trained.history["best_epoch"],
-        "validation_loss": trained.history["validation_loss"],
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
+    report.update(wall=wall, cpu=time.process_time() - cpu)
+    if "epochs" in spent:
+        spent["epochs"] -= sum(spent.get(k, 0.0) for k in ("batching", "batch slices", "validation"))
+    report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if mode == "stream":  # after the job: what reading the mapped batches costs when nothing else does
+        stream, start = batch_stream.read_batch_stream(rows, side), time.perf_counter()
+        reader = stream.batches()
+        for _ in range(stream.n_batches):
+            for block in reader.next()[1:]:
+                block.numpy().max(axis=0)  # every byte read once
+        report["read_pass"] = time.perf_counter() - start
+    report["spent"] = spent
     print(json.dumps(report))
 
 
-def run_child(results: Path, epochs: int, threads: int) -> dict:
-    command = [sys.executable, __file__, "--child", str(results), "--epochs", str(epochs), "--threads", str(threads)]
+def run_child(results: Path, mode: str, epochs: int, threads: int, batches: Path) -> dict:
+    command = [sys.executable, __file__, "--child", str(results), "--mode", mode, "--epochs", str(epochs),
+               "--threads", str(threads), "--batches", str(batches)]
     out = subprocess.run(command, capture_output=True, text=True)
     if out.returncode != 0:
-        raise SystemExit(f"training child failed:\n{out.stderr}")
+        raise SystemExit(f"{mode} child failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def show(report: dict) -> None:
+def _share(seconds: float, wall: float) -> str:
+    return f"{seconds:7.2f} s  {100 * seconds / wall:5.1f} % of the job"
+
+
+def show_fly(report: dict) -> None:
     spent, wall = report["spent"], report["wall"]
-    epochs = spent["epochs"] + spent["batching"] + spent["validation"]
-    rss = report["peak_rss_mb"]
-    print(f"S = {report['S']}: job {wall:.1f} s wall, {report['cpu']:.1f} s cpu, peak RSS {rss:.0f} MiB")
-    for name, seconds in spent.items():
-        print(f"  {name:>10}: {seconds:7.2f} s  {100 * seconds / wall:5.1f} % of the job")
+    print(f"  on the fly: job {wall:.1f} s wall, {report['cpu']:.1f} s cpu, peak RSS {report['peak_rss_mb']:.0f} MiB")
+    for name in ("read", "features", "batching", "validation", "epochs"):
+        print(f"    {name:>10}: {_share(spent.get(name, 0.0), wall)}")
         if name == "features":
-            print("    of which " + ", ".join(f"{part} {s:.2f} s" for part, s in report["parts"].items()))
-    data = spent["features"] + spent["batching"]
-    print(f"  data handling (features + batching): {100 * data / wall:.1f} % of the job (goal <= 5 %)")
-    print(f"  validation: {100 * spent['validation'] / epochs:.1f} % of the epochs (goal <= 15 %)")
-    print(f"  kept epoch {report['best_epoch']}; load average now {os.getloadavg()}")
+            parts = ("source quantities", "statistics", "validation frames")
+            print("      of which " + ", ".join(f"{part} {spent.get(part, 0.0):.2f} s" for part in parts))
+    data = spent.get("features", 0.0) + spent.get("batching", 0.0)
+    epochs = spent["epochs"] + spent.get("batching", 0.0) + spent["validation"]
+    print(f"    data handling (features + batching): {100 * data / wall:.1f} % of the job")
+    kept = report["best_epoch"]
+    print(f"    validation: {100 * spent['validation'] / epochs:.1f} % of the epochs; kept epoch {kept}")
+
+
+def show_batches(report: dict) -> None:
+    spent, wall = report["spent"], report["wall"]
+    rest = wall - sum(spent.get(k, 0.0) for k in ("read", "features", "batching"))
+    print(f"  training_batches job: {wall:.1f} s wall, {report['cpu']:.1f} s cpu, peak RSS "
+          f"{report['peak_rss_mb']:.0f} MiB, files {report['file_bytes'] / 1e9:.2f} GB")
+    print(f"    read {spent.get('read', 0.0):.2f} s, features {spent.get('features', 0.0):.2f} s, batching "
+          f"{spent.get('batching', 0.0):.2f} s, writing and the rest {rest:.2f} s")
+
+
+def show_stream(report: dict, fly: dict | None) -> None:
+    spent, wall = report["spent"], report["wall"]
+    print(f"  training from the batches: job {wall:.1f} s wall, {report['cpu']:.1f} s cpu, peak RSS "
+          f"{report['peak_rss_mb']:.0f} MiB")
+    for name in ("side file", "batch slices", "validation", "epochs"):
+        print(f"    {name:>12}: {_share(spent.get(name, 0.0), wall)}")
+    print(f"    read pass over the mapped batches (after the job): {_share(report['read_pass'], wall)}")
+    data = spent.get("side file", 0.0) + spent.get("batch slices", 0.0) + report["read_pass"]
+    epochs = spent["epochs"] + spent.get("batch slices", 0.0) + spent["validation"]
+    print(f"    data handling (side file + batch slices + read pass): {100 * data / wall:.1f} % of the job "
+          "(goal <= 5 %)")
+    print(f"    validation: {100 * spent['validation'] / epochs:.1f} % of the epochs (goal <= 15 %); kept epoch "
+          f"{report['best_epoch']}")
+    if fly is not None:
+        same = fly["train_loss"] == report["train_loss"] and fly["validation_loss"] == report["validation_loss"]
+        print(f"    same loss history as on the fly (every epoch, to the last bit): {'yes' if same else 'NO'}")
+    print(f"    load average now {os.getloadavg()}")
 
 
 def main() -> None:
@@ -134,12 +195,14 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=48)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=("fly", "batches", "stream"), help=argparse.SUPPRESS)
+    parser.add_argument("--batches", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        return child(args.child, args.epochs, args.threads)
+        return child(args.child, args.mode, args.epochs, args.threads, args.batches)
     threads = ", ".join(f"{k}={os.environ.get(k, 'unset')}" for k in THREAD_VARIABLES)
     print(f"{os.cpu_count()} cpus, torch threads {args.threads}, {threads}, load average {os.getloadavg()}")
-    reports = {}
+    streamed = {}
     with tempfile.TemporaryDirectory(prefix="meshsr-training-data-") as tmp:
         for s in args.simulations:
             if s == 6 and args.results:
@@ -148,11 +211,18 @@ def main() -> None:
                 start = time.perf_counter()
                 results = make_pair(Path(tmp) / f"S{s}", s, dict(zip(NODES, args.nodes, strict=True)), args.frames)
                 print(f"S = {s}: example pair and cache made in {time.perf_counter() - start:.1f} s")
-            reports[s] = run_child(results, args.epochs, args.threads)
-            show(reports[s])
-    if 6 in reports and 24 in reports:
-        ratio = reports[24]["peak_rss_mb"] / reports[6]["peak_rss_mb"]
-        print(f"peak RSS S = 24 / S = 6: {ratio:.2f}x (goal <= 1.5x)")
+            print(f"S = {s}:")
+            batches = Path(tmp) / f"batches-S{s}"
+            batches.mkdir()
+            fly = run_child(results, "fly", args.epochs, args.threads, batches)
+            show_fly(fly)
+            show_batches(run_child(results, "batches", args.epochs, args.threads, batches))
+            streamed[s] = run_child(results, "stream", args.epochs, args.threads, batches)
+            show_stream(streamed[s], fly)
+            shutil.rmtree(batches)
+    if 6 in streamed and 24 in streamed:
+        ratio = streamed[24]["peak_rss_mb"] / streamed[6]["peak_rss_mb"]
+        print(f"peak RSS of training from the batches, S = 24 / S = 6: {ratio:.2f}x (goal <= 1.5x)")
 
 
 if __name__ == "__main__":

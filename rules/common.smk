@@ -13,7 +13,7 @@ from meshsr.provenance.rerun import RUN_OPTIONS, run_options
 from meshsr.learn.splits import splits_for
 from meshsr.mesh.bundle import peek_shape
 from meshsr.mesh.sources import entry_files, is_bundle_entry
-from meshsr.learn.settings import TrainSettings, check_pairs
+from meshsr.learn.settings import TrainSettings, check_pairs, sampling_settings
 from meshsr.example.settings import ExampleSettings
 
 
@@ -392,13 +392,35 @@ def all_models(wildcards=None):
     return [model_file(s, d) for s, d in train_pairs()]
 
 
-def train_inputs(wildcards):
+def pair_inputs(wildcards):
+    """What a job that reads a pair's data takes: both mesh inputs and, with use_cache, the pair cache."""
     check_pair(wildcards.src, wildcards.dst)
     check_training([(wildcards.src, wildcards.dst)])
     inputs = {"src": cache_input(wildcards.src), "dst": cache_input(wildcards.dst)}
     if USE_CACHE:
         inputs["cache"] = pair_cache(wildcards.src, wildcards.dst)
     return inputs
+
+
+def batch_files(src, dst):
+    """The training_batches job's outputs (rules/train.smk): the batches and their side file."""
+    return {"rows": f"results/batches/{src}_{dst}.npy", "side": f"results/batches/{src}_{dst}.npz"}
+
+
+def train_mem_mb(input):
+    """Memory of one training process: the pair's data, or (mlp) the side file; the batches are read mapped."""
+    if TRAIN.fit.model == "mlp":
+        return 2000 + int(2 * os.path.getsize(input.side) / 2**20) if os.path.exists(input.side) else 2000
+    return 2000 + int(12 * input.size_mb)
+
+
+def train_inputs(wildcards):
+    """The mlp trains from its written batches (rules/train.smk), the gnn from the pair's data."""
+    if TRAIN.fit.model == "mlp":
+        check_pair(wildcards.src, wildcards.dst)
+        check_training([(wildcards.src, wildcards.dst)])
+        return batch_files(wildcards.src, wildcards.dst)
+    return pair_inputs(wildcards)
 
 
 def metrics_file(src, dst, ext="csv"):
@@ -417,7 +439,7 @@ def all_evaluations(wildcards=None):
 
 
 def evaluate_inputs(wildcards):
-    return {"model": model_file(wildcards.src, wildcards.dst), **train_inputs(wildcards)}
+    return {"model": model_file(wildcards.src, wildcards.dst), **pair_inputs(wildcards)}
 
 
 # New coarse runs to super-resolve (config 'upsample', rules/upsample.smk) and their paths.

@@ -1,4 +1,5 @@
-"""Snakemake entry point: train the residual super-resolution model of one resolution pair.
+"""Snakemake entry point: train the residual super-resolution model of one resolution pair
+(the mlp from the batches of the training_batches job, the gnn from the pair's data).
 
 With resources ``processes`` > 1 the job trains in that many DDP ranks that torchrun starts
 (:func:`meshsr.learn.distributed.run_under_torchrun`); their output goes to this job's log.
@@ -13,9 +14,10 @@ with job_logging(snakemake.log[0]) as log:  # noqa: F821 (snakemake injects it)
     job = dict(
         source=snakemake.wildcards.src,  # noqa: F821
         target=snakemake.wildcards.dst,  # noqa: F821
-        src_path=snakemake.input.src,  # noqa: F821
-        dst_path=snakemake.input.dst,  # noqa: F821
+        src_path=snakemake.input.get("src"),  # noqa: F821
+        dst_path=snakemake.input.get("dst"),  # noqa: F821
         cache_path=snakemake.input.get("cache"),  # noqa: F821
+        batches=[snakemake.input.rows, snakemake.input.side] if "rows" in snakemake.input.keys() else None,  # noqa: F821
         out_path=snakemake.output.model,  # noqa: F821
         history_path=snakemake.output.history,  # noqa: F821
         fit=snakemake.params.fit,  # noqa: F821

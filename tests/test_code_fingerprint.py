@@ -21,6 +21,7 @@ PACKAGE = Path(code.__file__).resolve().parents[1]  # the meshsr this process im
 SCRIPT_OF = {
     "example_data": "example_data.py",
     "pair_cache": "pair_cache.py",
+    "training_batches": "training_batches.py",
     "train_model": "train.py",
     "evaluate_model": "evaluate.py",
     "plot_model": "plots.py",
@@ -103,7 +104,7 @@ def test_a_code_edit_changes_exactly_the_outputs_whose_closure_holds_it(pkg):
     edit(pkg / "interp" / "operator.py", 'METHOD = "p1-', 'METHOD = "p1-edited-')
     after = fingerprints()
     changed = {rule for rule in before if after[rule] != before[rule]}
-    assert changed == {"pair_cache", "train_model", "evaluate_model", "upsample", "plot_model"}
+    assert changed == {"pair_cache", "training_batches", "train_model", "evaluate_model", "upsample", "plot_model"}
 
     edit(pkg / "evaluate" / "plots.py", "import matplotlib\n", "import matplotlib\n\nEDITED = 1\n")
     assert {rule for rule in after if fingerprints()[rule] != after[rule]} == {"plot_model"}

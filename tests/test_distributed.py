@@ -85,7 +85,8 @@ def test_the_train_rule_runs_torchrun_and_processes_is_a_resource_precision_a_pa
     workflow.update_config(train=config["train"] | {"processes": 1})
     assert workflow.planned_jobs(model) == {}  # a run-time resource: nothing reruns
     workflow.update_config(train=config["train"] | {"precision": "bf16"})
-    assert workflow.planned_jobs(model) == {"train_model": 1}  # provenance: it retrains
+    # provenance: it retrains, from batches drawn again (they are temp(): removed once the model was written)
+    assert workflow.planned_jobs(model) == {"training_batches": 1, "train_model": 1}
 
 
 def test_more_processes_than_gpus_is_refused():

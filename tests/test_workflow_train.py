@@ -50,7 +50,8 @@ def test_all_without_cache_then_with_cache_same_model_and_report(workflow):
     assert not (root / "results" / "cache").exists()
     for path in OUTPUTS:
         assert (root / path).stat().st_size > 0, path
-    assert "use_cache: false" in (root / "results/logs/train/coarse_fine.log").read_text()
+    assert "use_cache: false" in (root / "results/logs/batches/coarse_fine.log").read_text()
+    assert not list(root.glob("results/batches/*"))  # temp(): removed once the model was written
     in_memory = pd.read_csv(root / metrics)
 
     report = workflow.run("--report", "report.html")
@@ -160,6 +161,7 @@ def test_listing_the_default_pair_plans_nothing(clone):
 
 def test_a_new_pair_plans_only_its_own_jobs(clone):
     assert planned_after(clone, pairs=[["coarse", "fine"], ["coarse", "medium"]]) == {
+        "training_batches": 1,
         "train_model": 1,
         "evaluate_model": 1,
         "plot_model": 1,
@@ -174,4 +176,18 @@ def test_run_time_settings_plan_nothing(clone, changes):
 
 
 def test_a_model_setting_retrains_the_pair(clone):
-    assert planned_after(clone, hidden=16) == {"train_model": 1, "evaluate_model": 1, "plot_model": 1}
+    # the batches are temp(): removed after training, so a retrain draws them again (the same rows)
+    retrain = {"training_batches": 1, "train_model": 1, "evaluate_model": 1, "plot_model": 1}
+    assert planned_after(clone, hidden=16) == retrain
+
+
+def test_kept_batches_serve_every_setting_but_the_sampling(clone):
+    """With --notemp the batches stay: an optimisation setting retrains from them; a sampling setting redraws."""
+    clone.update_config(train={**TINY_TRAIN, "hidden": 16})
+    clone.run("all", "--notemp")
+    batches = clone.root / "results" / "batches" / "coarse_fine.npy"
+    assert batches.is_file()
+    for change in ({"lr": 1e-3}, {"weight_decay": 1e-4}, {"layers": 3}, {"precision": "bf16"}):
+        assert planned_after(clone, hidden=16, **change) == {"train_model": 1, "evaluate_model": 1, "plot_model": 1}
+    for change in ({"seed": 1}, {"batch_size": 512}, {"epochs": 2}, {"test_simulations": [0]}):
+        assert planned_after(clone, hidden=16, **change)["training_batches"] == 1, change

@@ -28,6 +28,11 @@ def make_deterministic(seed: int, device: torch.device, threads: int) -> torch.G
     # CUDA's sparse and scatter kernels have no deterministic variant; warn there instead of failing.
     torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
     torch.set_num_threads(threads)
+    return batch_generator(seed)
+
+
+def batch_generator(seed: int) -> torch.Generator:
+    """The generator whose permutations order the training batches (the same wherever training runs)."""
     generator = torch.Generator(device="cpu")
     generator.manual_seed(seed)
     return generator

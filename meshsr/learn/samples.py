@@ -219,24 +219,25 @@ class Prefetched:
     """Batches in draw order, assembled ``GROUP_ROWS`` rows at a time (:meth:`TrainingSamples.take`).
 
     ``draw()`` gives the next batch: the global batch's sample indices and this process's share
-    of them; batches are drawn ahead, never past ``total`` batches.
+    of them; batches are drawn ahead, never past ``total`` batches.  :class:`~meshsr.learn.batch_stream.StreamBatches`
+    gives the same batches read from a file.
     """
 
     def __init__(self, samples: TrainingSamples, draw: Callable[[], tuple[torch.Tensor, torch.Tensor]], total: int):
         self.samples, self.draw, self.left = samples, draw, total
         # Two sets: the batches of one group are still referenced while the next group is assembled.
         self._buffers: list[Buffers | None] = [None, None]
-        self._queue: Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = iter(())
+        self._queue: Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = iter(())
 
-    def next(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(global batch rows, features, gains, targets of this process's share)."""
+    def next(self) -> tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(samples in the global batch, features, gains, targets of this process's share)."""
         item = next(self._queue, None)
         if item is None:
             self._queue = self._gather()
             item = next(self._queue)
         return item
 
-    def _gather(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def _gather(self) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
         first_rows, first_share = self.draw()
         per_batch = max(1, len(first_share)) * self.samples.rows_per_sample
         count = max(1, min(self.left, GROUP_ROWS // per_batch))
@@ -254,7 +255,7 @@ class Prefetched:
         start = 0
         for rows, share in drawn:
             end = start + len(share)
-            yield rows, x[start:end], gains[start:end], targets[start:end]
+            yield len(rows), x[start:end], gains[start:end], targets[start:end]
             start = end
 
 

@@ -1,6 +1,7 @@
 """The ``train:`` section of the configuration, sorted by what a change of each key reruns.
 
 * :class:`FitSettings`, the model and its optimisation: a change retrains (the train rule's params);
+  of them, :data:`SAMPLING_KEYS` also redraw the written training batches;
 * :class:`RunSettings`, where and how fast a job runs (``device``, ``threads``): rule resources, never
   provenance, so a change reruns nothing;
 * ``panel_frame``, a plot setting: a change replots;
@@ -62,6 +63,19 @@ class FitSettings:
         if self.validation_simulations is not None:
             out["validation_simulations"] = list(self.validation_simulations)
         return out
+
+
+# The fit settings that decide which rows make which batch: the params of the training_batches rule
+# (meshsr.learn.batch_stream), whose batches every other fit setting trains from unchanged.
+SAMPLING_KEYS = (
+    "model", "epochs", "steps_per_epoch", "batch_size", "seed", "test_simulations", "validation_simulations",
+    "test_fraction", "validation_fraction", "use_coordinates",
+)
+
+
+def sampling_settings(fit: dict[str, Any]) -> dict[str, Any]:
+    """The :data:`SAMPLING_KEYS` of a fit settings dict (:meth:`FitSettings.to_dict`)."""
+    return {key: fit.get(key) for key in SAMPLING_KEYS}
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,11 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
@@ -29,14 +31,20 @@ from tqdm import tqdm
 from meshsr.atomic import atomic_open
 from meshsr.errors import InputError
 from meshsr.learn import distributed
-from meshsr.learn.device import make_deterministic, pick_device
+from meshsr.learn.batch_stream import (
+    BatchStream,
+    StreamBatches,
+    read_batch_stream,
+    write_batch_stream,
+)
+from meshsr.learn.device import batch_generator, make_deterministic, pick_device
 from meshsr.learn.features import FeatureBuilder, field_spread
 from meshsr.learn.model import ModelConfig, build_model, infer, mean_adjacency
 from meshsr.learn.normalisation import Normalisation
 from meshsr.learn.pair_data import PairData, load_pair_data
 from meshsr.learn.precision import Precision
 from meshsr.learn.samples import FrameSamples, Prefetched, Rows, TrainingSamples, fit_statistics, frame_samples
-from meshsr.learn.settings import FitSettings, RunSettings
+from meshsr.learn.settings import FitSettings, RunSettings, sampling_settings
 from meshsr.learn.splits import Splits, splits_for
 from meshsr.learn.trained_model import TrainedModel
 from meshsr.mesh.bundle import peek_shape
@@ -186,23 +194,25 @@ def one_cycle(optimiser: torch.optim.Optimizer, lr: float, total_steps: int) -> 
 def _train_epoch(
     network: torch.nn.Module,
     graph: torch.Tensor | None,
-    batches: Prefetched,
+    batches: Prefetched | StreamBatches,
     optimiser: torch.optim.Optimizer,
     schedule: torch.optim.lr_scheduler.LRScheduler,
     steps: tqdm,
     ranks: distributed.Ranks,
     precision: Precision,
+    device: torch.device,
 ) -> float:
     """One optimiser step per item of ``steps`` (a progress bar over range(steps_per_epoch)); the mean loss.
 
     Under DDP each rank computes its share of every batch (:mod:`meshsr.learn.distributed`).
     """
-    running = torch.zeros((), dtype=torch.float64, device=batches.samples.device)
+    running = torch.zeros((), dtype=torch.float64, device=device)
     for _ in steps:
-        rows, features, gains, targets = batches.next()
+        global_rows, *parts = batches.next()
+        features, gains, targets = (a.to(device) for a in parts)
         with precision.autocast():
             out = network(features, graph)
-        loss = ranks.loss((out * gains - targets) ** 2, len(rows))
+        loss = ranks.loss((out * gains - targets) ** 2, global_rows)
         optimiser.zero_grad(set_to_none=True)
         precision.step(loss, optimiser)
         schedule.step()
@@ -211,28 +221,35 @@ def _train_epoch(
     return ranks.mean(float(running) / len(steps))
 
 
-def fit_network(
-    network: torch.nn.Module,
-    kind: str,
-    graph: torch.Tensor | None,
-    train: TrainingSamples,
-    val: FrameSamples,
-    fit: FitSettings,
-    generator: torch.Generator,
-    label: str,
-    log: logging.Logger = log_default,
-    progress: bool = True,
-) -> tuple[Checkpoint, dict[str, list]]:
-    """Run the epochs; the best checkpoint (not yet loaded into ``network``) and the loss history."""
+def draw_batches(train: TrainingSamples, kind: str, fit: FitSettings, generator: torch.Generator) -> Prefetched:
+    """The training run's batches in draw order (``fit.epochs * fit.steps_per_epoch`` of them), assembled on the
+    fly: node-frames (``mlp``) or whole frames (``gnn``) from the seeded permutations of ``generator``; under DDP
+    this process's share of each."""
     samples = train.samples(kind)
-    ranks, precision = distributed.current(), Precision(fit.precision, train.device)
+    ranks = distributed.current()
     draws = _Batches(len(samples), fit.batch_size if kind == "mlp" else fit.batch_frames, generator)
 
     def draw() -> tuple[torch.Tensor, torch.Tensor]:
         rows = draws.next()
         return rows, ranks.shard(rows)
 
-    batches = Prefetched(samples, draw, fit.epochs * fit.steps_per_epoch)
+    return Prefetched(samples, draw, fit.epochs * fit.steps_per_epoch)
+
+
+def fit_network(
+    network: torch.nn.Module,
+    graph: torch.Tensor | None,
+    batches: Prefetched | StreamBatches,
+    val: FrameSamples,
+    fit: FitSettings,
+    device: torch.device,
+    label: str,
+    log: logging.Logger = log_default,
+    progress: bool = True,
+) -> tuple[Checkpoint, dict[str, list]]:
+    """Run the epochs on ``batches`` (:func:`draw_batches`, or read: :mod:`meshsr.learn.batch_stream`); the best
+    checkpoint (not yet loaded into ``network``) and the loss history."""
+    ranks, precision = distributed.current(), Precision(fit.precision, device)
     optimiser = torch.optim.AdamW(network.parameters(), lr=fit.lr, weight_decay=fit.weight_decay)
     schedule = one_cycle(optimiser, fit.lr, fit.epochs * fit.steps_per_epoch)
     history: dict[str, list] = {"epoch": [], "train_loss": [], "validation_loss": [], "seconds": []}
@@ -244,7 +261,7 @@ def fit_network(
             range(fit.steps_per_epoch), desc=f"{label} epoch {epoch}/{fit.epochs}", file=sys.stderr,
             disable=not progress, leave=False,
         )
-        train_loss = _train_epoch(network, graph, batches, optimiser, schedule, steps, ranks, precision)
+        train_loss = _train_epoch(network, graph, batches, optimiser, schedule, steps, ranks, precision, device)
         val_loss = _loss_on(network, val, graph)
         elapsed = time.perf_counter() - start
         for key, value in zip(history, (epoch, train_loss, val_loss, elapsed), strict=True):
@@ -284,15 +301,72 @@ def train_pair(
         "%d features per node (%s); samples prepared in %.1f s",
         builder.n_features, ", ".join(builder.names), time.perf_counter() - start,
     )
-    config = model_config(fit, builder.n_features, f)
+    graph = mean_adjacency(data.target_mesh.cells, n, device) if fit.model == "gnn" else None
+    batches = draw_batches(train, fit.model, fit, generator)
+    description = {
+        "source": data.source, "target": data.target, "field_names": data.field_names,
+        "feature_names": builder.names, "feature_options": builder.options,
+    }
+    return _fit(fit, run, device, splits, description, batches, val, norm, graph, log, progress)
+
+
+def train_from_stream(
+    stream: BatchStream, fit: FitSettings, run: RunSettings | None = None, log: logging.Logger = log_default,
+    progress: bool = True,
+) -> TrainedModel:
+    """Train an ``mlp`` on batches written by the ``training_batches`` job (:mod:`meshsr.learn.batch_stream`).
+
+    The same model as :func:`train_pair` on the pair the batches come from: the network starts from
+    the same seed and sees the same batches.  Refuses batches drawn with other sampling settings.
+    """
+    run = run or RunSettings()
+    meta = stream.meta
+    drawn, wanted = meta["sampling"], sampling_settings(fit.to_dict())
+    if drawn != wanted:
+        changed = ", ".join(sorted(k for k in wanted if drawn.get(k) != wanted[k]))
+        raise InputError(
+            None, f"the training batches were drawn with other train settings ({changed}); "
+            "rebuild them: snakemake --forcerun training_batches"
+        )
+    s, t, n, f = meta["shape"]
+    ranks = distributed.current()
+    device = ranks.device(pick_device(run.device))
+    make_deterministic(fit.seed, device, run.threads)
+    splits = Splits.from_dict(meta["splits"])
+    log.info("pair %s -> %s: S=%d T=%d N=%d F=%d on %s", meta["source"], meta["target"], s, t, n, f, device)
+    _log_splits(log, splits, t)
+    log.info("%d batches of %d node-frames read from the training batches", stream.n_batches, stream.batch)
+    val = FrameSamples(stream.val.features, stream.val.gains, stream.val.targets, device)
+    keys = ("source", "target", "field_names", "feature_names", "feature_options")
+    description = {key: meta[key] for key in keys}
+    batches = stream.batches(ranks.rank, ranks.world)
+    return _fit(fit, run, device, splits, description, batches, val, stream.norm, None, log, progress)
+
+
+def _fit(
+    fit: FitSettings,
+    run: RunSettings,
+    device: torch.device,
+    splits: Splits,
+    description: dict,
+    batches: Prefetched | StreamBatches,
+    val: FrameSamples,
+    norm: Normalisation,
+    graph: torch.Tensor | None,
+    log: logging.Logger,
+    progress: bool,
+) -> TrainedModel:
+    """Build the network (seeded by :func:`make_deterministic` before), run the epochs, keep the best one."""
+    ranks = distributed.current()
+    n_features, n_fields = len(description["feature_names"]), len(description["field_names"])
+    config = model_config(fit, n_features, n_fields)
     network = build_model(config).to(device)
-    graph = mean_adjacency(data.target_mesh.cells, n, device) if config.kind == "gnn" else None
     log.info("model %s: %d parameters", config, sum(p.numel() for p in network.parameters()))
 
     start = time.perf_counter()
-    label = f"{data.source}->{data.target}"
+    label = f"{description['source']}->{description['target']}"
     trainee = ranks.wrap(network)  # network itself for one process
-    best, history = fit_network(trainee, config.kind, graph, train, val, fit, generator, label, log, progress)
+    best, history = fit_network(trainee, graph, batches, val, fit, device, label, log, progress)
     if best.state is None:
         raise InputError(
             None, f"config key 'train.lr': training diverged, the validation loss was never finite (lr {fit.lr}); "
@@ -306,11 +380,11 @@ def train_pair(
         config=config,
         network=network.cpu(),
         normalisation=norm,
-        feature_names=builder.names,
-        feature_options=builder.options,
-        field_names=data.field_names,
-        source=data.source,
-        target=data.target,
+        feature_names=list(description["feature_names"]),
+        feature_options=description["feature_options"],
+        field_names=list(description["field_names"]),
+        source=description["source"],
+        target=description["target"],
         settings=fit.to_dict(),
         splits=splits.to_dict(),
         history=history,
@@ -321,8 +395,8 @@ def train_pair(
 def train_job(
     source: str,
     target: str,
-    src_path: str | Path,
-    dst_path: str | Path,
+    src_path: str | Path | None,
+    dst_path: str | Path | None,
     cache_path: str | Path | None,
     out_path: str | Path,
     fit: dict,
@@ -333,20 +407,23 @@ def train_job(
     memo: str | Path | None = None,
     log: logging.Logger = log_default,
     progress: bool = True,
+    batches: tuple[str | Path, str | Path] | list | None = None,
 ) -> TrainedModel:
     """The train rule: read (or, without ``cache_path``, build) the pair, train on ``device``, save.
 
     ``fit``: the rule's :class:`FitSettings` as plain data.  ``history_path``: also write the
-    loss history as CSV (what the loss plot reads).
+    loss history as CSV (what the loss plot reads).  ``batches``: the (rows, side) files of the
+    ``training_batches`` job (:func:`batches_job`); then the pair is not read at all.
     """
     settings = FitSettings.from_dict(fit)
-    shape = peek_shape(src_path)
-    # Refuse an empty training split before reading anything big; without the header, after.
-    splits = None if shape is None else splits_for(settings, *shape)
-    data = load_pair_data(source, target, src_path, dst_path, cache_path, rebuild, memo)
-    in_memory = f"built in memory from {src_path} and {dst_path} (use_cache: false)"
-    log.info("inputs: %s", f"cache {cache_path}" if cache_path else in_memory)
-    trained = train_pair(data, settings, RunSettings(device, threads), splits, log, progress)
+    run = RunSettings(device, threads)
+    if batches is not None:
+        rows_path, side_path = batches
+        log.info("inputs: training batches %s and %s", rows_path, side_path)
+        trained = train_from_stream(read_batch_stream(rows_path, side_path), settings, run, log, progress)
+    else:
+        splits, data = _read_pair(source, target, src_path, dst_path, cache_path, settings, rebuild, memo, log)
+        trained = train_pair(data, settings, run, splits, log, progress)
     if not distributed.current().main:  # another DDP rank: rank 0 writes
         return trained
     trained.save(out_path)
@@ -354,6 +431,77 @@ def train_job(
         write_history(trained.history, history_path)
     log.info("wrote %s", ", ".join(str(p) for p in (out_path, history_path) if p is not None))
     return trained
+
+
+def _read_pair(
+    source: str,
+    target: str,
+    src_path: str | Path | None,
+    dst_path: str | Path | None,
+    cache_path: str | Path | None,
+    fit: FitSettings,
+    rebuild: str | None,
+    memo: str | Path | None,
+    log: logging.Logger,
+) -> tuple[Splits | None, PairData]:
+    """The pair's data, after refusing an empty training split from the source's header where it has one."""
+    if src_path is None or dst_path is None:
+        raise ValueError("the pair's mesh bundles are needed without training batches")
+    shape = peek_shape(src_path)
+    # Refuse an empty training split before reading anything big; without the header, after.
+    splits = None if shape is None else splits_for(fit, *shape)
+    data = load_pair_data(source, target, src_path, dst_path, cache_path, rebuild, memo)
+    in_memory = f"built in memory from {src_path} and {dst_path} (use_cache: false)"
+    log.info("inputs: %s", f"cache {cache_path}" if cache_path else in_memory)
+    return splits, data
+
+
+def batches_job(
+    source: str,
+    target: str,
+    src_path: str | Path,
+    dst_path: str | Path,
+    cache_path: str | Path | None,
+    rows_path: str | Path,
+    side_path: str | Path,
+    fit: dict,
+    rebuild: str | None = None,
+    memo: str | Path | None = None,
+    log: logging.Logger = log_default,
+) -> None:
+    """The training_batches rule: every batch of an ``mlp`` training run, in draw order, written once
+    (:mod:`meshsr.learn.batch_stream`), with the statistics and validation frames the run needs.
+
+    ``fit``: the train settings as plain data; only :data:`~meshsr.learn.settings.SAMPLING_KEYS` are
+    read (missing keys take their defaults).  The batches are those :func:`train_pair` would draw.
+    """
+    settings = FitSettings.from_dict(fit)
+    if settings.model != "mlp":
+        raise InputError(None, f"config key 'train.model': training batches are written for the mlp model, not "
+                         f"{settings.model!r}; the gnn trains from the pair directly")
+    splits, data = _read_pair(source, target, src_path, dst_path, cache_path, settings, rebuild, memo, log)
+    s, t, n, f = data.shape
+    splits = splits or splits_for(settings, s, t)
+    _log_splits(log, splits, t)
+    start = time.perf_counter()
+    builder, train, val, norm = prepare_data(data, splits, settings.use_coordinates, torch.device("cpu"))
+    batches = draw_batches(train, settings.model, settings, batch_generator(settings.seed))
+    total = settings.epochs * settings.steps_per_epoch
+
+    def blocks() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        for _ in range(total):
+            _, x, g, y = batches.next()
+            yield x.numpy(), g.numpy(), y.numpy()
+
+    meta = {
+        "source": source, "target": target, "shape": [s, t, n, f], "splits": splits.to_dict(),
+        "field_names": data.field_names, "feature_names": builder.names, "feature_options": builder.options,
+        "sampling": sampling_settings(settings.to_dict()),
+    }
+    batch = min(settings.batch_size, len(train))
+    write_batch_stream(rows_path, side_path, blocks(), total, batch, norm, val, meta)
+    log.info("wrote %d batches of %d node-frames (%d features) in %.1f s: %s, %s", total, batch,
+             builder.n_features, time.perf_counter() - start, rows_path, side_path)
 
 
 def write_history(history: dict, path: str | Path) -> None:

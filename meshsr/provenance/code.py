@@ -46,6 +46,7 @@ OUTPUT_CODE: dict[str, tuple[str, ...]] = {
     "example_data": ("meshsr.example.solver", "meshsr.mesh.bundle"),
     "ingest_mesh": ("meshsr.mesh.sources",),
     "pair_cache": ("meshsr.cache.build",),
+    "training_batches": ("meshsr.learn.training",),
     "train_model": ("meshsr.learn.training",),
     "evaluate_model": ("meshsr.evaluate.metrics",),
     "plot_model": ("meshsr.evaluate.plots",),

@@ -1,0 +1,153 @@
+"""A training job's batches, written once in the order it draws them, so that training only reads them.
+
+The ``training_batches`` job (:func:`meshsr.learn.training.batches_job`) assembles every batch of an
+``mlp`` training run exactly as training would on the fly (:class:`~meshsr.learn.samples.Prefetched`:
+the same seeded permutation, the same rows in the same places) and writes two files:
+
+* ``rows`` (``.npy``), float32 (B_n, B·(K + 2F)): per batch, in draw order, the standardised
+  features (B, K), then the gains (B, F), then the targets (B, F), each block contiguous;
+* ``side`` (``.npz``, plain arrays): the normalisation statistics, the validation frames
+  (:class:`~meshsr.learn.samples.FrameSamples`) and ``meta`` (JSON: the pair, its shape, the splits,
+  the feature names and options and the sampling settings the batches were drawn with).
+
+The training job maps ``rows`` and hands each batch's blocks to the network without copying; it
+releases the mapped pages after every ``RELEASE_ROWS`` rows, so its memory does not grow with the
+file.  The rows depend only on the data and the fit settings'
+:data:`~meshsr.learn.settings.SAMPLING_KEYS`: a change of the architecture, learning rate or
+precision retrains from the same batches.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from meshsr.atomic import atomic_path, atomic_savez, write_error
+from meshsr.cache.format import release_pages
+from meshsr.errors import InputError
+from meshsr.learn.normalisation import Normalisation
+from meshsr.learn.samples import FrameSamples
+
+STREAM_VERSION = 1
+RELEASE_ROWS = 1 << 17  # rows read between releases of the mapped pages (samples.GROUP_ROWS)
+
+
+@dataclass
+class BatchStream:
+    """A written batch stream: ``rows`` (memory-mapped), the statistics, the validation frames and ``meta``."""
+
+    rows: np.ndarray
+    norm: Normalisation
+    val: FrameSamples
+    meta: dict[str, Any]
+
+    @property
+    def batch(self) -> int:
+        return int(self.meta["batch"])
+
+    @property
+    def n_batches(self) -> int:
+        return int(self.rows.shape[0])
+
+    def batches(self, rank: int = 0, world: int = 1) -> StreamBatches:
+        """The batches in draw order, this process's rows ``[rank::world]`` of each (DDP)."""
+        return StreamBatches(self, rank, world)
+
+
+class StreamBatches:
+    """:class:`~meshsr.learn.samples.Prefetched`'s interface over a :class:`BatchStream`."""
+
+    def __init__(self, stream: BatchStream, rank: int, world: int) -> None:
+        self.stream, self.rank, self.world = stream, rank, world
+        self.at = 0
+        self.release_every = max(1, RELEASE_ROWS // stream.batch)
+
+    def next(self) -> tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(rows in the global batch, features, gains, targets of this process's share), as tensors on the CPU."""
+        stream = self.stream
+        if self.at >= stream.n_batches:
+            raise InputError(None, f"the training batches hold {stream.n_batches} batches, and training asked for more")
+        if self.at and self.at % self.release_every == 0:
+            release_pages(stream.rows)  # the pages stay in the page cache; the previous batch is done with
+        b, k, f = stream.batch, int(stream.meta["n_features"]), len(stream.meta["field_names"])
+        flat = stream.rows[self.at]
+        self.at += 1
+        blocks = (flat[: b * k].reshape(b, k), flat[b * k : b * (k + f)].reshape(b, f))
+        share = (block[self.rank :: self.world] for block in (*blocks, flat[b * (k + f) :].reshape(b, f)))
+        x, g, t = (torch.from_numpy(a) for a in share)
+        return b, x, g, t
+
+
+def write_batch_stream(
+    rows_path: str | Path,
+    side_path: str | Path,
+    batches: Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    n_batches: int,
+    batch: int,
+    norm: Normalisation,
+    val: FrameSamples,
+    meta: dict[str, Any],
+) -> None:
+    """Write ``n_batches`` batches of ``batch`` rows (features, gains, targets; float32) and the side file,
+    atomically."""
+    k, f = val.features.shape[-1], val.gains.shape[-1]
+    width = batch * (k + 2 * f)
+    meta = {**meta, "version": STREAM_VERSION, "batch": batch, "n_batches": n_batches, "n_features": k}
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
+              "shape": (n_batches, width)}
+    remedy = "free space or set the results directory elsewhere"
+    try:
+        with atomic_path(rows_path, suffix=".npy") as tmp, open(tmp, "wb") as fh:
+            np.lib.format.write_array_header_1_0(fh, header)
+            written = 0
+            for x, g, t in batches:
+                if x.shape != (batch, k) or g.shape != (batch, f) or t.shape != (batch, f):
+                    raise ValueError(f"batch {written} has shapes {x.shape}, {g.shape}, {t.shape}")
+                for block in (x, g, t):
+                    fh.write(np.ascontiguousarray(block, dtype=np.float32).data)
+                written += 1
+            if written != n_batches:
+                raise ValueError(f"{written} batches written, {n_batches} announced")
+        atomic_savez(
+            side_path, **norm.to_state(), val_features=val.features, val_gains=val.gains, val_targets=val.targets,
+            meta=np.array(json.dumps(meta, sort_keys=True)),
+        )
+    except OSError as exc:
+        error = write_error(exc, rows_path, "training batches", remedy, needed=n_batches * width * 4)
+        if error is None:
+            raise
+        raise error from None
+
+
+def read_batch_stream(rows_path: str | Path, side_path: str | Path, device: torch.device | str = "cpu") -> BatchStream:
+    """Map ``rows_path`` and read ``side_path`` (:func:`write_batch_stream`); one :class:`InputError` naming the
+    file if either is unreadable or they do not fit together."""
+    rows_path, side_path = Path(rows_path), Path(side_path)
+    rebuild = "rebuild it: snakemake --forcerun training_batches"
+    try:
+        with np.load(side_path, allow_pickle=False) as side:
+            arrays = {key: side[key] for key in side.files}
+        meta = json.loads(str(arrays.pop("meta")))
+        norm = Normalisation.from_state(arrays)
+        val = FrameSamples(arrays["val_features"], arrays["val_gains"], arrays["val_targets"], torch.device(device))
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise InputError(side_path, f"unreadable training batches side file ({exc}); {rebuild}") from None
+    if meta.get("version") != STREAM_VERSION:
+        raise InputError(side_path, f"training batches of version {meta.get('version')!r}, this meshsr reads "
+                         f"{STREAM_VERSION}; {rebuild}")
+    try:
+        rows = np.load(rows_path, mmap_mode="c", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(rows_path, f"unreadable training batches ({exc}); {rebuild}") from None
+    k, f = int(meta["n_features"]), len(meta["field_names"])
+    expected = (int(meta["n_batches"]), int(meta["batch"]) * (k + 2 * f))
+    if rows.dtype != np.float32 or rows.ndim != 2 or rows.shape != expected:
+        raise InputError(rows_path, f"training batches are {rows.dtype} {rows.shape}, but {side_path} describes "
+                         f"float32 {expected}; {rebuild}")
+    return BatchStream(rows, norm, val, meta)
