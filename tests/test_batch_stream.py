@@ -57,7 +57,7 @@ def test_the_batches_hold_every_step_in_draw_order(written):
     total = FIT.epochs * FIT.steps_per_epoch
     assert stream.n_batches == total and stream.batch == FIT.batch_size
     k, f = len(stream.meta["feature_names"]), len(stream.meta["field_names"])
-    assert stream.rows.shape == (total, FIT.batch_size * (k + 2 * f))
+    assert stream.shape == np.load(written[0], mmap_mode="r").shape == (total, FIT.batch_size * (k + 2 * f))
     reader = stream.batches()
     rows, x, g, t = reader.next()
     assert rows == FIT.batch_size and x.shape == (FIT.batch_size, k) and g.shape == t.shape == (FIT.batch_size, f)
@@ -72,15 +72,18 @@ def test_the_batches_hold_every_step_in_draw_order(written):
         reader.next()
 
 
-def test_the_mapped_pages_are_released_as_the_batches_are_read(written, monkeypatch):
-    released = []
-    monkeypatch.setattr(batch_stream, "RELEASE_ROWS", 2 * FIT.batch_size)
-    monkeypatch.setattr(batch_stream, "release_pages", lambda array: released.append(array))
+def test_the_batches_are_read_into_two_reused_buffers(written, monkeypatch):
+    monkeypatch.setattr(batch_stream, "GROUP_ROWS", 2 * FIT.batch_size)  # two batches a group
     stream = read_batch_stream(*written)
-    reader = stream.batches()
-    for _ in range(7):
-        reader.next()
-    assert len(released) == 3 and all(a is stream.rows for a in released)  # before batches 3, 5 and 7
+    reader, whole = stream.batches(), np.load(written[0], mmap_mode="r")
+    held = []  # the buffer each batch's features are a view of
+    for i in range(7):
+        _, x, _, t = reader.next()
+        held.append([id(b) for b in reader._buffers if b is not None and np.shares_memory(x.numpy(), b)])
+        assert np.array_equal(x.numpy().ravel(), whole[i, : x.numel()]) and np.array_equal(t[-1].numpy(), whole[i, -2:])
+    assert all(len(h) == 1 for h in held)
+    a, b = held[0][0], held[2][0]
+    assert a != b and [h[0] for h in held] == [a, a, b, b, a, a, b]  # groups of two batches, two buffers in turn
 
 
 def test_only_the_sampling_settings_matter(written, tmp_path):
@@ -103,6 +106,10 @@ def test_damaged_or_mismatched_batches_are_refused_with_the_file(written, tmp_pa
     np.save(short, np.load(rows, mmap_mode="r")[:-1])
     with pytest.raises(InputError, match=f"{short}: training batches are float32 .* but .* describes"):
         read_batch_stream(short, side)
+    cut = tmp_path / "cut.npy"
+    cut.write_bytes(rows.read_bytes()[:-4])
+    with pytest.raises(InputError, match=f"{cut}: training batches hold .* bytes of data, their header"):
+        read_batch_stream(cut, side)
     garbage = tmp_path / "garbage.npz"
     garbage.write_bytes(b"not a zip")
     with pytest.raises(InputError, match=f"{garbage}: unreadable training batches side file"):

@@ -29,11 +29,10 @@ def test_cache_read_compares_the_reader_with_np_copy():
 
 def test_training_data_splits_the_job_and_compares_peak_memory():
     out = run("training_data.py", "--simulations", "2", "3", "--epochs", "1", "--nodes", "100", "300", "--frames", "4")
-    for part in ("read", "features", "batching", "side file", "batch slices", "validation", "epochs"):
+    for part in ("read", "features", "batching", "side file", "batch reads", "validation", "epochs"):
         assert out.count(f"{part}:") >= 2
     assert out.count("data handling (features + batching)") == 2 and out.count("kept epoch 1") == 4
-    assert out.count("data handling (side file + batch slices + read pass)") == 2
-    assert out.count("training_batches job:") == 2 and out.count("read pass over the mapped batches") == 2
+    assert out.count("data handling (side file + batch reads)") == 2 and out.count("training_batches job:") == 2
     assert out.count("same loss history as on the fly (every epoch, to the last bit): yes") == 2
     assert "peak RSS" in out and "load average" in out
 

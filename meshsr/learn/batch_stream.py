@@ -10,16 +10,17 @@ the same seeded permutation, the same rows in the same places) and writes two fi
   (:class:`~meshsr.learn.samples.FrameSamples`) and ``meta`` (JSON: the pair, its shape, the splits,
   the feature names and options and the sampling settings the batches were drawn with).
 
-The training job maps ``rows`` and hands each batch's blocks to the network without copying; it
-releases the mapped pages after every ``RELEASE_ROWS`` rows, so its memory does not grow with the
-file.  The rows depend only on the data and the fit settings'
-:data:`~meshsr.learn.settings.SAMPLING_KEYS`: a change of the architecture, learning rate or
-precision retrains from the same batches.
+The training job reads ``rows`` a group of batches at a time into reused buffers and hands each
+batch's blocks to the network as views, so its memory does not grow with the file.  The rows
+depend only on the data and the fit settings' :data:`~meshsr.learn.settings.SAMPLING_KEYS`: a
+change of the architecture, learning rate or precision retrains from the same batches.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,20 +30,22 @@ import numpy as np
 import torch
 
 from meshsr.atomic import atomic_path, atomic_savez, write_error
-from meshsr.cache.format import release_pages
 from meshsr.errors import InputError
 from meshsr.learn.normalisation import Normalisation
 from meshsr.learn.samples import FrameSamples
 
 STREAM_VERSION = 1
-RELEASE_ROWS = 1 << 17  # rows read between releases of the mapped pages (samples.GROUP_ROWS)
+GROUP_ROWS = 1 << 17  # rows read from the file at a time (as samples.GROUP_ROWS are assembled at a time)
 
 
 @dataclass
 class BatchStream:
-    """A written batch stream: ``rows`` (memory-mapped), the statistics, the validation frames and ``meta``."""
+    """A written batch stream: the ``rows`` file (its float32 data of ``shape`` from byte ``offset``), the
+    statistics, the validation frames and ``meta``."""
 
-    rows: np.ndarray
+    path: Path
+    offset: int
+    shape: tuple[int, int]
     norm: Normalisation
     val: FrameSamples
     meta: dict[str, Any]
@@ -53,7 +56,7 @@ class BatchStream:
 
     @property
     def n_batches(self) -> int:
-        return int(self.rows.shape[0])
+        return self.shape[0]
 
     def batches(self, rank: int = 0, world: int = 1) -> StreamBatches:
         """The batches in draw order, this process's rows ``[rank::world]`` of each (DDP)."""
@@ -61,27 +64,52 @@ class BatchStream:
 
 
 class StreamBatches:
-    """:class:`~meshsr.learn.samples.Prefetched`'s interface over a :class:`BatchStream`."""
+    """:class:`~meshsr.learn.samples.Prefetched`'s interface over a :class:`BatchStream`: the file is read
+    ``GROUP_ROWS`` rows at a time into one of two reused buffers (the batches of one group are still
+    referenced while the next is read), and each batch's blocks are handed out as views of it.
+
+    Plain reads into warm memory: no page faults per group, as a memory map released after each group
+    would pay, and the memory held is two groups whatever the file's size.
+    """
 
     def __init__(self, stream: BatchStream, rank: int, world: int) -> None:
         self.stream, self.rank, self.world = stream, rank, world
         self.at = 0
-        self.release_every = max(1, RELEASE_ROWS // stream.batch)
+        self.per_group = max(1, GROUP_ROWS // stream.batch)
+        self._buffers: list[np.ndarray | None] = [None, None]
+        self._queue: Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = iter(())
 
     def next(self) -> tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(rows in the global batch, features, gains, targets of this process's share), as tensors on the CPU."""
+        item = next(self._queue, None)
+        if item is None:
+            self._queue = self._read()
+            item = next(self._queue)
+        return item
+
+    def _read(self) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
         stream = self.stream
-        if self.at >= stream.n_batches:
+        count = min(self.per_group, stream.n_batches - self.at)
+        if count <= 0:
             raise InputError(None, f"the training batches hold {stream.n_batches} batches, and training asked for more")
-        if self.at and self.at % self.release_every == 0:
-            release_pages(stream.rows)  # the pages stay in the page cache; the previous batch is done with
+        width = stream.shape[1]
+        self._buffers.reverse()
+        buffer = self._buffers[0]
+        if buffer is None:
+            buffer = self._buffers[0] = np.empty((self.per_group, width), dtype=np.float32)
+        view = memoryview(buffer[:count]).cast("B")
+        with open(stream.path, "rb") as fh:
+            fh.seek(stream.offset + self.at * width * 4)
+            if fh.readinto(view) != view.nbytes:
+                raise InputError(stream.path, "training batches are truncated; rebuild them: snakemake --forcerun "
+                                 "training_batches")
+        self.at += count
         b, k, f = stream.batch, int(stream.meta["n_features"]), len(stream.meta["field_names"])
-        flat = stream.rows[self.at]
-        self.at += 1
-        blocks = (flat[: b * k].reshape(b, k), flat[b * k : b * (k + f)].reshape(b, f))
-        share = (block[self.rank :: self.world] for block in (*blocks, flat[b * (k + f) :].reshape(b, f)))
-        x, g, t = (torch.from_numpy(a) for a in share)
-        return b, x, g, t
+        for flat in buffer[:count]:
+            blocks = (flat[: b * k].reshape(b, k), flat[b * k : b * (k + f)].reshape(b, f))
+            share = (block[self.rank :: self.world] for block in (*blocks, flat[b * (k + f) :].reshape(b, f)))
+            x, g, t = (torch.from_numpy(a) for a in share)
+            yield b, x, g, t
 
 
 def write_batch_stream(
@@ -141,13 +169,21 @@ def read_batch_stream(rows_path: str | Path, side_path: str | Path, device: torc
     if meta.get("version") != STREAM_VERSION:
         raise InputError(side_path, f"training batches of version {meta.get('version')!r}, this meshsr reads "
                          f"{STREAM_VERSION}; {rebuild}")
-    try:
-        rows = np.load(rows_path, mmap_mode="c", allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise InputError(rows_path, f"unreadable training batches ({exc}); {rebuild}") from None
     k, f = int(meta["n_features"]), len(meta["field_names"])
     expected = (int(meta["n_batches"]), int(meta["batch"]) * (k + 2 * f))
-    if rows.dtype != np.float32 or rows.ndim != 2 or rows.shape != expected:
-        raise InputError(rows_path, f"training batches are {rows.dtype} {rows.shape}, but {side_path} describes "
+    try:
+        with open(rows_path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(fh)
+            offset = fh.tell()
+            size = os.fstat(fh.fileno()).st_size
+    except (OSError, ValueError) as exc:
+        raise InputError(rows_path, f"unreadable training batches ({exc}); {rebuild}") from None
+    if dtype != np.float32 or fortran or shape != expected:
+        raise InputError(rows_path, f"training batches are {dtype} {shape}, but {side_path} describes "
                          f"float32 {expected}; {rebuild}")
-    return BatchStream(rows, norm, val, meta)
+    if size != offset + math.prod(shape) * 4:
+        raise InputError(rows_path, f"training batches hold {size - offset} bytes of data, their header "
+                         f"{math.prod(shape) * 4}; {rebuild}")
+    return BatchStream(rows_path, offset, shape, norm, val, meta)
