@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from dataclasses import replace
 
@@ -129,4 +130,20 @@ def test_the_gnn_is_not_written_as_batches(tiny, tmp_path):
     with pytest.raises(InputError, match="written for the mlp model, not 'gnn'"):
         batches_job("coarse", "fine", tiny.src, tiny.dst, tiny.cache, tmp_path / "b.npy", tmp_path / "b.npz",
                     gnn.to_dict())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(written, tmp_path):
+    stream = read_batch_stream(*written)
+
+    def filling_up():  # one batch written, then the disk is full
+        _, x, g, t = stream.batches().next()
+        yield x.numpy(), g.numpy(), t.numpy()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    rows, side = tmp_path / "b.npy", tmp_path / "b.npz"
+    with pytest.raises(InputError, match=f"{rows}: no space left on device writing the training batches \\(about "
+                       ".* needed, .* free\\); free space or lower train.epochs"):
+        batch_stream.write_batch_stream(rows, side, filling_up(), 3, stream.batch, stream.norm, stream.val,
+                                        dict(stream.meta))
     assert list(tmp_path.iterdir()) == []

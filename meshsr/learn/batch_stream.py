@@ -129,7 +129,7 @@ def write_batch_stream(
     meta = {**meta, "version": STREAM_VERSION, "batch": batch, "n_batches": n_batches, "n_features": k}
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
               "shape": (n_batches, width)}
-    remedy = "free space or set the results directory elsewhere"
+    remedy = "lower train.epochs, steps_per_epoch or batch_size (the batches are removed after training)"
     try:
         with atomic_path(rows_path, suffix=".npy") as tmp, open(tmp, "wb") as fh:
             np.lib.format.write_array_header_1_0(fh, header)
@@ -147,7 +147,7 @@ def write_batch_stream(
             meta=np.array(json.dumps(meta, sort_keys=True)),
         )
     except OSError as exc:
-        error = write_error(exc, rows_path, "training batches", remedy, needed=n_batches * width * 4)
+        error = write_error(exc, rows_path, "the training batches", remedy, needed=n_batches * width * 4)
         if error is None:
             raise
         raise error from None
