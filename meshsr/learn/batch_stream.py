@@ -32,7 +32,7 @@ import torch
 from meshsr.atomic import atomic_path, atomic_savez, write_error
 from meshsr.errors import InputError
 from meshsr.learn.normalisation import Normalisation
-from meshsr.learn.samples import FrameSamples
+from meshsr.learn.samples import Batch, FrameSamples, Grouped
 
 STREAM_VERSION = 1
 GROUP_ROWS = 1 << 17  # rows read from the file at a time (as samples.GROUP_ROWS are assembled at a time)
@@ -63,31 +63,24 @@ class BatchStream:
         return StreamBatches(self, rank, world)
 
 
-class StreamBatches:
+class StreamBatches(Grouped):
     """:class:`~meshsr.learn.samples.Prefetched`'s interface over a :class:`BatchStream`: the file is read
     ``GROUP_ROWS`` rows at a time into one of two reused buffers (the batches of one group are still
-    referenced while the next is read), and each batch's blocks are handed out as views of it.
+    referenced while the next is read), and each batch's blocks are handed out as views of it, tensors on
+    the CPU.
 
     Plain reads into warm memory: no page faults per group, as a memory map released after each group
     would pay, and the memory held is two groups whatever the file's size.
     """
 
     def __init__(self, stream: BatchStream, rank: int, world: int) -> None:
+        super().__init__()
         self.stream, self.rank, self.world = stream, rank, world
         self.at = 0
         self.per_group = max(1, GROUP_ROWS // stream.batch)
         self._buffers: list[np.ndarray | None] = [None, None]
-        self._queue: Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = iter(())
 
-    def next(self) -> tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(rows in the global batch, features, gains, targets of this process's share), as tensors on the CPU."""
-        item = next(self._queue, None)
-        if item is None:
-            self._queue = self._read()
-            item = next(self._queue)
-        return item
-
-    def _read(self) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def _group(self) -> Iterator[Batch]:
         stream = self.stream
         count = min(self.per_group, stream.n_batches - self.at)
         if count <= 0:

@@ -215,7 +215,28 @@ class TrainingSamples:
         return tuple(torch.from_numpy(a).to(self.device) for a in parts)  # type: ignore[return-value]
 
 
-class Prefetched:
+Batch = tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]  # global batch size, features, gains, targets
+
+
+class Grouped:
+    """Batches handed out one at a time (:meth:`next`) from groups that :meth:`_group` makes as they run out."""
+
+    def __init__(self) -> None:
+        self._queue: Iterator[Batch] = iter(())
+
+    def next(self) -> Batch:
+        """(samples in the global batch, features, gains, targets of this process's share)."""
+        item = next(self._queue, None)
+        if item is None:
+            self._queue = self._group()
+            item = next(self._queue)
+        return item
+
+    def _group(self) -> Iterator[Batch]:
+        raise NotImplementedError
+
+
+class Prefetched(Grouped):
     """Batches in draw order, assembled ``GROUP_ROWS`` rows at a time (:meth:`TrainingSamples.take`).
 
     ``draw()`` gives the next batch: the global batch's sample indices and this process's share
@@ -224,20 +245,12 @@ class Prefetched:
     """
 
     def __init__(self, samples: TrainingSamples, draw: Callable[[], tuple[torch.Tensor, torch.Tensor]], total: int):
+        super().__init__()
         self.samples, self.draw, self.left = samples, draw, total
         # Two sets: the batches of one group are still referenced while the next group is assembled.
         self._buffers: list[Buffers | None] = [None, None]
-        self._queue: Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = iter(())
 
-    def next(self) -> tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(samples in the global batch, features, gains, targets of this process's share)."""
-        item = next(self._queue, None)
-        if item is None:
-            self._queue = self._gather()
-            item = next(self._queue)
-        return item
-
-    def _gather(self) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def _group(self) -> Iterator[Batch]:
         first_rows, first_share = self.draw()
         per_batch = max(1, len(first_share)) * self.samples.rows_per_sample
         count = max(1, min(self.left, GROUP_ROWS // per_batch))
