@@ -408,7 +408,7 @@ def batch_files(src, dst):
 
 
 def train_mem_mb(input):
-    """Memory of one training process: the pair's data, or (mlp) the side file; the batches are read mapped."""
+    """Memory of one training process: the pair's data, or (mlp) the side file; batches come a group at a time."""
     if TRAIN.fit.model == "mlp":
         return 2000 + int(2 * os.path.getsize(input.side) / 2**20) if os.path.exists(input.side) else 2000
     return 2000 + int(12 * input.size_mb)
