@@ -77,10 +77,10 @@ def test_workflow_on_slurm_runs_every_job_as_a_slurm_job_and_equals_a_local_run(
 
     # Every job that is not a local rule was an sbatch job; the pair caches went as one group job.
     jobs = job_counts(out)
-    assert jobs == {"pair_cache": 1, "train_model": 1, "evaluate_model": 1}, out
+    assert jobs == {"pair_cache": 1, "training_batches": 1, "train_model": 1, "evaluate_model": 1}, out
     assert set(re.findall(r"^localrule (\w+):", out, re.MULTILINE)) <= LOCAL_RULES
     submitted = dict(re.findall(r"has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.", out))
-    assert len(submitted) == 3, out
+    assert len(submitted) == 4, out
     assert any("group_pair-caches" in log for log in submitted.values())
     # Slurm's own record (squeue, no accounting storage): each of those jobs completed.
     queue = subprocess.run(
@@ -102,7 +102,7 @@ def test_profile_parses_and_asks_slurm_for_what_the_rules_need():
     assert profile["executor"] == "slurm" and profile["latency-wait"] >= 30
     assert profile["groups"] == {"pair_cache": "pair-caches"} and profile["group-components"]["pair-caches"] > 1
     rules = set(profile["set-resources"])
-    assert {"pair_cache", "train_model", "evaluate_model"} <= rules
+    assert {"pair_cache", "training_batches", "train_model", "evaluate_model"} <= rules
     assert all("runtime" in resources for resources in profile["set-resources"].values())
 
 

@@ -155,7 +155,7 @@ def test_two_workdirs_with_the_same_inputs_share_the_caches(tmp_path):
     planned = plan(b, "all")
     assert "pair_cache" not in planned and planned["train_model"] == 1, planned
     b.run("results/models/coarse_fine.pt")
-    log = (b.root / "results/logs/train/coarse_fine.log").read_text()
+    log = (b.root / "results/logs/batches/coarse_fine.log").read_text()  # the job that reads the pair
     assert f"inputs: cache {shared}/coarse_fine.npz" in log
     assert not (b.root / "results/logs/cache").exists()  # b built no cache
     assert {pair: snapshot(path) for pair, path in cache_files(shared).items()} == built

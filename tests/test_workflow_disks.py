@@ -71,7 +71,7 @@ def test_read_only_cache_dir_with_valid_caches_is_used(workflow, tmp_path):
         workflow.run("cache_info", *config)
         assert set(info_statuses(workflow).values()) == {"valid"}
         workflow.run("results/models/coarse_fine.pt", *config)  # training reads the read-only cache
-    log = (workflow.root / "results/logs/train/coarse_fine.log").read_text()
+    log = (workflow.root / "results/logs/batches/coarse_fine.log").read_text()  # the job that reads the pair
     assert f"inputs: cache {cache_dir}/coarse_fine.npz" in log
 
 

@@ -78,8 +78,8 @@ def test_second_workdir_with_the_same_inputs_takes_the_cache_from_the_store(tmp_
     assert (b.root / CACHE_LOG).read_text() == ""  # Snakemake made the log; the cache script never ran in b
     assert os.path.realpath(b.root / CACHE) == str(entry) and entries(store) == [entry]
     assert meta(b.root / CACHE)["built_in"]["workdir"] == os.path.realpath(a.root)
-    train_log = (b.root / "results/logs/train/coarse_fine.log").read_text()
-    assert CACHE in train_log and (b.root / MODEL).stat().st_size > 0  # trained from the shared entry
+    batches_log = (b.root / "results/logs/batches/coarse_fine.log").read_text()
+    assert CACHE in batches_log and (b.root / MODEL).stat().st_size > 0  # trained from the shared entry
 
     # Snakemake keeps it: nothing to do in b, with or without --cache.
     for args in (("--cache",), ()):

@@ -114,4 +114,4 @@ def test_without_a_cache_an_upsample_plans_no_cache_job(workflow):
     upsample_config(workflow, **{"new-run": run})
     workflow.update_config(use_cache=False)
     jobs = workflow.planned_jobs("results/upsampled/new-run.xdmf")
-    assert jobs == {"example_data": 2, "train_model": 1, "upsample": 1}
+    assert jobs == {"example_data": 2, "training_batches": 1, "train_model": 1, "upsample": 1}
