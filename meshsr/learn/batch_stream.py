@@ -79,6 +79,8 @@ class StreamBatches(Grouped):
         self.at = 0
         self.per_group = max(1, GROUP_ROWS // stream.batch)
         self._buffers: list[np.ndarray | None] = [None, None]
+        b, k, f = stream.batch, int(stream.meta["n_features"]), len(stream.meta["field_names"])
+        self._blocks = ((0, b * k, k), (b * k, b * (k + f), f), (b * (k + f), b * (k + 2 * f), f))  # start, end, width
 
     def _group(self) -> Iterator[Batch]:
         stream = self.stream
@@ -97,12 +99,12 @@ class StreamBatches(Grouped):
                 raise InputError(stream.path, "training batches are truncated; rebuild them: snakemake --forcerun "
                                  "training_batches")
         self.at += count
-        b, k, f = stream.batch, int(stream.meta["n_features"]), len(stream.meta["field_names"])
         for flat in buffer[:count]:
-            blocks = (flat[: b * k].reshape(b, k), flat[b * k : b * (k + f)].reshape(b, f))
-            share = (block[self.rank :: self.world] for block in (*blocks, flat[b * (k + f) :].reshape(b, f)))
-            x, g, t = (torch.from_numpy(a) for a in share)
-            yield b, x, g, t
+            x, g, t = (
+                torch.from_numpy(flat[start:end].reshape(-1, width)[self.rank :: self.world])
+                for start, end, width in self._blocks
+            )
+            yield stream.batch, x, g, t
 
 
 def write_batch_stream(
@@ -146,9 +148,10 @@ def write_batch_stream(
         raise error from None
 
 
-def read_batch_stream(rows_path: str | Path, side_path: str | Path, device: torch.device | str = "cpu") -> BatchStream:
-    """Map ``rows_path`` and read ``side_path`` (:func:`write_batch_stream`); one :class:`InputError` naming the
-    file if either is unreadable or they do not fit together."""
+def read_batch_stream(rows_path: str | Path, side_path: str | Path) -> BatchStream:
+    """Read ``side_path`` and the header of ``rows_path`` (:func:`write_batch_stream`; the rows are read as
+    training takes them, :class:`StreamBatches`); one :class:`InputError` naming the file if either is
+    unreadable or they do not fit together.  The validation frames are on the CPU."""
     rows_path, side_path = Path(rows_path), Path(side_path)
     rebuild = "rebuild it: snakemake --forcerun training_batches"
     try:
@@ -156,7 +159,7 @@ def read_batch_stream(rows_path: str | Path, side_path: str | Path, device: torc
             arrays = {key: side[key] for key in side.files}
         meta = json.loads(str(arrays.pop("meta")))
         norm = Normalisation.from_state(arrays)
-        val = FrameSamples(arrays["val_features"], arrays["val_gains"], arrays["val_targets"], torch.device(device))
+        val = FrameSamples(arrays["val_features"], arrays["val_gains"], arrays["val_targets"], torch.device("cpu"))
     except (OSError, KeyError, ValueError, TypeError) as exc:
         raise InputError(side_path, f"unreadable training batches side file ({exc}); {rebuild}") from None
     if meta.get("version") != STREAM_VERSION:

@@ -20,7 +20,7 @@ import math
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -336,7 +336,7 @@ def train_from_stream(
     log.info("pair %s -> %s: S=%d T=%d N=%d F=%d on %s", meta["source"], meta["target"], s, t, n, f, device)
     _log_splits(log, splits, t)
     log.info("%d batches of %d node-frames read from the training batches", stream.n_batches, stream.batch)
-    val = FrameSamples(stream.val.features, stream.val.gains, stream.val.targets, device)
+    val = replace(stream.val, device=device)
     keys = ("source", "target", "field_names", "feature_names", "feature_options")
     description = {key: meta[key] for key in keys}
     batches = stream.batches(ranks.rank, ranks.world)
